@@ -1,0 +1,1 @@
+"""Network definitions and builders: SR generator/discriminator, classifier factory."""

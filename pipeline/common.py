@@ -1,0 +1,181 @@
+"""Helpers shared by every stage: atomic writes, device, seeds, versions, clean errors."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+console = Console(stderr=True)
+
+
+class PipelineError(RuntimeError):
+    """An expected failure (bad input, bad params) reported as one line, no traceback."""
+
+
+# ---------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds.
+
+    A stage killed mid-write leaves at most a `.tmp-*` file, never a truncated output
+    that DVC would hash and cache as if it were complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.is_dir() and not tmp_path.is_symlink():
+            shutil.rmtree(tmp_path)
+        elif tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_array_atomic(path: str | Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    # Never unpickle: these files come from our own stages, but a data folder is untrusted.
+    return np.load(path, allow_pickle=False)
+
+
+def save_torch_atomic(path: str | Path, obj: dict) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_csv_atomic(path: str | Path, frame) -> None:
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
+# ---------------------------------------------------------------- run context
+def resolve_device(name: str):
+    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PipelineError(f"params.yaml: device: {name!r} asked for but no CUDA device is "
+                                "visible; use device: auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise PipelineError(f"params.yaml: device: {name!r} but only "
+                                f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; on CPU ask for deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def environment_record(device=None) -> dict:
+    """Versions and device a stage ran with, stored beside its metrics."""
+    import importlib.metadata as md
+
+    record = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "torchvision", "basicsr", "kornia", "scikit-learn", "numpy", "dvc"):
+        try:
+            record[package] = md.version(package)
+        except md.PackageNotFoundError:
+            record[package] = None
+    if device is not None:
+        record["device"] = str(device)
+        import torch
+
+        if getattr(device, "type", "") == "cuda":
+            record["device_name"] = torch.cuda.get_device_name(device)
+        else:
+            record["device_name"] = platform.processor() or platform.machine()
+            record["cpu_threads"] = torch.get_num_threads()
+    return record
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def stage_main(func: Callable[[], Any]) -> Callable[[], None]:
+    """Wrap a stage's main(): expected errors become one red line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper() -> None:
+        from pipeline.config import ParamsError
+
+        start = time.perf_counter()
+        try:
+            func()
+        except (PipelineError, ParamsError) as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            sys.exit(130)
+        stage = (func.__globals__.get("__spec__") or func).name if func.__module__ == "__main__" \
+            else func.__module__
+        console.print(f"[dim]{stage} finished in {time.perf_counter() - start:.1f} s[/]")
+
+    return wrapper

@@ -1,0 +1,258 @@
+"""Typed, strict view of params.yaml.
+
+Every key a stage may read is declared here once, with its type. Loading fails
+fast on a missing key, an unknown key (a typo) or a value out of range, and the
+message names the key, so a mistyped `-S` never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem that names the offending key."""
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    n_als_samples: int
+    n_control_samples: int
+    crops_per_sample: list[int]  # [min, max] per sample folder
+    second_folder_fraction: float  # share of samples that also get a `_crops2_r` folder
+    crop_size: int
+
+    def validate(self) -> None:
+        _check(self.n_als_samples >= 1 and self.n_control_samples >= 1,
+               "demo.n_*_samples", "needs at least one sample per class")
+        _check(len(self.crops_per_sample) == 2 and 1 <= self.crops_per_sample[0]
+               <= self.crops_per_sample[1], "demo.crops_per_sample", "must be [min, max] >= 1")
+        _check(0 <= self.second_folder_fraction <= 1, "demo.second_folder_fraction", "in [0, 1]")
+        _check(self.crop_size >= 16, "demo.crop_size", ">= 16")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw_dir: str
+    positive: str
+    group_regex: str
+    extensions: list[str]
+    on_bad_file: str
+    on_size_mismatch: str
+    crop_size: int
+
+    def validate(self) -> None:
+        _check(self.on_bad_file in ("error", "skip"), "data.on_bad_file", "error | skip")
+        _check(self.on_size_mismatch in ("resize", "pad", "error"),
+               "data.on_size_mismatch", "resize | pad | error")
+        _check(self.crop_size >= 16, "data.crop_size", ">= 16")
+        _check("(?P<group>" in self.group_regex, "data.group_regex",
+               "needs a named group (?P<group>...)")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    test_fraction: float
+    val_fraction: float
+    folds: int
+
+    def validate(self) -> None:
+        _check(0 < self.test_fraction < 1, "split.test_fraction", "in (0, 1)")
+        _check(0 < self.val_fraction < 1, "split.val_fraction", "in (0, 1)")
+        _check(self.folds == 0 or self.folds >= 2, "split.folds", "0 (single split) or >= 2")
+
+
+@dataclass(frozen=True)
+class SRParams:
+    scale: int
+    hr_patch: int
+    patches_per_crop: int
+    blur_sigma: float
+    noise_std: float
+    num_feat: int
+    num_block: int
+    num_grow_ch: int
+    disc_feat: int
+    batch_size: int
+    iters_psnr: int
+    iters_gan: int
+    lr_g: float
+    lr_d: float
+    lr_milestones: list[float]  # fractions of each phase where lr halves
+    ema_decay: float
+    weight_pixel: float
+    weight_perceptual: float
+    weight_gan: float
+    vgg_weights: str
+    val_every: int
+    checkpoint_every: int
+    tile: int
+    tile_overlap: int
+    infer_batch: int
+    precision: str
+    channels_last: bool
+
+    def validate(self) -> None:
+        _check(self.scale in (2, 4), "sr.scale", "must be 2 or 4")
+        _check(self.hr_patch in (128, 256), "sr.hr_patch",
+               "VGGStyleDiscriminator takes 128 or 256 px only")
+        _check(self.hr_patch % self.scale == 0, "sr.hr_patch", "must divide by sr.scale")
+        for key in ("num_feat", "num_block", "num_grow_ch", "disc_feat", "batch_size",
+                    "patches_per_crop", "val_every", "checkpoint_every", "infer_batch"):
+            _check(getattr(self, key) >= 1, f"sr.{key}", ">= 1")
+        _check(self.iters_psnr >= 1 and self.iters_gan >= 0, "sr.iters_psnr/iters_gan",
+               "iters_psnr >= 1, iters_gan >= 0")
+        _check(self.lr_g > 0 and self.lr_d > 0, "sr.lr_g/lr_d", "must be > 0")
+        _check(0 <= self.ema_decay < 1, "sr.ema_decay", "in [0, 1)")
+        _check(all(0 < m < 1 for m in self.lr_milestones), "sr.lr_milestones", "fractions in (0, 1)")
+        _check(self.tile >= 16, "sr.tile", ">= 16")
+        _check(0 <= self.tile_overlap < self.tile // 2, "sr.tile_overlap", "in [0, tile/2)")
+        _check(self.precision in PRECISIONS, "sr.precision", " | ".join(PRECISIONS))
+        _check(min(self.weight_pixel, self.weight_perceptual, self.weight_gan) >= 0,
+               "sr.weight_*", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    copies: int
+    balance: bool
+    online: bool
+    hflip: float
+    vflip: float
+    rot90: float
+    rotation_degrees: float
+    translate: float
+    scale_range: list[float]
+    brightness: float
+    contrast: float
+    noise_std: float
+
+    def validate(self) -> None:
+        _check(self.copies >= 1, "augment.copies", ">= 1")
+        for key in ("hflip", "vflip", "rot90"):
+            _check(0 <= getattr(self, key) <= 1, f"augment.{key}", "a probability in [0, 1]")
+        _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+               "augment.scale_range", "[min, max] with 0 < min <= max")
+        _check(0 <= self.translate < 0.5, "augment.translate", "in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    backbones: list[str]
+    pretrained: str
+    input: str
+    image_size: int
+    weight_decay: float
+    label_smoothing: float
+    precision: str
+    channels_last: bool
+    compile: bool
+    num_workers: int
+    eval_batch_size: int
+    bootstrap: int
+
+    def validate(self) -> None:
+        from models.classifier import BACKBONES
+
+        for name in self.backbones:
+            _check(name in BACKBONES, "classifier.backbones",
+                   f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+        _check(self.input in ("sr", "bicubic", "raw"), "classifier.input", "sr | bicubic | raw")
+        _check(self.image_size >= 32, "classifier.image_size", ">= 32")
+        _check(self.precision in PRECISIONS, "classifier.precision", " | ".join(PRECISIONS))
+        _check(0 <= self.label_smoothing < 1, "classifier.label_smoothing", "in [0, 1)")
+        _check(self.bootstrap >= 100, "classifier.bootstrap", ">= 100 resamples")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    device: str
+    lr: float
+    batch_size: int
+    epochs: int
+    demo: DemoParams
+    data: DataParams
+    split: SplitParams
+    sr: SRParams
+    augment: AugmentParams
+    classifier: ClassifierParams
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        dev = self.device
+        _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+               "device", f"auto | cpu | cuda | cuda:N, got {dev!r}")
+
+
+def _check(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ParamsError(f"params.yaml: {key}: {why}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Build `annotation` from a YAML value, checking the type and naming the key on error."""
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ParamsError(f"params.yaml: {key}: expected a section (mapping), got {value!r}")
+        return _build(annotation, value, key + ".")
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ParamsError(f"params.yaml: {key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ParamsError(f"params.yaml: {key}: expected true/false, got {value!r}")
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ParamsError(f"params.yaml: {key}: expected a number, got {value!r}")
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ParamsError(
+            f"params.yaml: {key}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls, vars(types.ModuleType("x")) | globals())
+    expected = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - expected)
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown key {prefix}{unknown[0]} "
+                          f"(expected one of: {', '.join(sorted(expected))})")
+    missing = sorted(expected - set(raw))
+    if missing:
+        raise ParamsError(f"params.yaml: missing key {prefix}{missing[0]}")
+    obj = cls(**{k: _coerce(raw[k], hints[k], prefix + k) for k in expected})
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file; raise ParamsError naming the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at top level")
+    return _build(Params, raw)

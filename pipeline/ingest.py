@@ -1,0 +1,185 @@
+"""Ingest: raw `<class>/<sample>_crops[N]_r/<crop>` folders -> manifest + normalised crop cache."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.common import (PipelineError, atomic_path, console, progress, save_array_atomic,
+                             stage_main, write_csv_atomic, write_json_atomic)
+from pipeline.config import DataParams, load_params
+from pipeline.images import BadImageError, fit_to_size, read_crop, to_uint16
+
+MANIFEST_COLUMNS = ["crop_id", "path", "class_name", "label", "sample", "group", "height",
+                    "width", "channels", "dtype", "fit", "sha256", "cache_file"]
+
+
+@dataclass
+class IngestResult:
+    manifest: pd.DataFrame
+    metrics: dict
+    problems: list[dict] = field(default_factory=list)
+
+
+def check_raw_dir(raw_dir: Path) -> None:
+    """Fail with a message that says why a raw folder is not there, DVC queue case included."""
+    if raw_dir.is_dir():
+        return
+    hint = ""
+    if not raw_dir.is_absolute() and ".dvc/tmp/exps" in Path.cwd().as_posix():
+        hint = (" - this run is in a DVC temporary copy (.dvc/tmp/exps/...), where a relative "
+                "path outside the repository no longer resolves: give data.raw_dir as an "
+                "absolute path, or `dvc add` the data inside the repository")
+    elif not raw_dir.is_absolute() and str(raw_dir).startswith(".."):
+        hint = (" - relative paths outside the repository break under `dvc exp run --queue`; "
+                "prefer an absolute path")
+    raise PipelineError(f"data.raw_dir: folder not found: {raw_dir}{hint}")
+
+
+def find_class_folders(raw_dir: Path, positive: str) -> list[str]:
+    classes = sorted(p.name for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) != 2:
+        raise PipelineError(f"{raw_dir}: expected exactly 2 class folders, found {len(classes)}"
+                            f" ({', '.join(classes) or 'none'})")
+    if positive not in classes:
+        raise PipelineError(f"data.positive: class folder {positive!r} not found in {raw_dir} "
+                            f"(found {', '.join(classes)}); set -S data.positive=<folder>")
+    return classes
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
+    """Read every crop, normalise it, write it to cache_dir; return manifest and metrics."""
+    check_raw_dir(raw_dir)
+    classes = find_class_folders(raw_dir, params.positive)
+    group_pattern = re.compile(params.group_regex)
+    extensions = {e.lower() for e in params.extensions}
+    problems: list[dict] = []
+
+    def bad(path: Path, why: str) -> None:
+        if params.on_bad_file == "error":
+            raise PipelineError(f"{path}: {why} (set data.on_bad_file: skip to leave it out)")
+        problems.append({"path": str(path), "problem": why})
+
+    # Collect the file list first so the progress bar knows its total.
+    candidates: list[tuple[str, str, str, Path]] = []
+    ignored = 0
+    for class_name in classes:
+        class_dir = raw_dir / class_name
+        for sample_dir in sorted(class_dir.iterdir()):
+            if sample_dir.name.startswith("."):
+                continue
+            if not sample_dir.is_dir():
+                bad(sample_dir, "a file directly in a class folder; crops belong in "
+                                "<class>/<sample>_crops_r/")
+                continue
+            match = group_pattern.match(sample_dir.name)
+            if not match:
+                raise PipelineError(f"{sample_dir}: folder name does not match data.group_regex "
+                                    f"{params.group_regex!r}")
+            crops = []
+            for path in sorted(sample_dir.iterdir()):
+                if path.name.startswith(".") or path.is_dir():
+                    continue
+                if path.suffix.lower() not in extensions:
+                    ignored += 1
+                    continue
+                crops.append(path)
+            if not crops:
+                bad(sample_dir, f"sample folder holds no crops ({', '.join(sorted(extensions))})")
+                continue
+            candidates += [(class_name, sample_dir.name, match.group("group"), p) for p in crops]
+
+    rows, fits = [], {"none": 0, "resized": 0, "padded": 0}
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    cache_dir.mkdir(parents=True)
+    with progress() as bar:
+        task = bar.add_task("ingest", total=len(candidates), status="")
+        for class_name, sample, group, path in candidates:
+            bar.advance(task)
+            if path.is_symlink() and not _inside(path, raw_dir):
+                bad(path, f"symlink pointing outside data.raw_dir ({os.readlink(path)}); refused")
+                continue
+            try:
+                image, info = read_crop(path)
+                image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
+            except BadImageError as exc:
+                bad(path, str(exc))
+                continue
+            crop_id = f"c{len(rows):06d}"
+            save_array_atomic(cache_dir / f"{crop_id}.npy", to_uint16(image)[None])
+            fits[fit] += 1
+            rows.append({"crop_id": crop_id, "path": path.relative_to(raw_dir).as_posix(),
+                         "class_name": class_name, "label": int(class_name == params.positive),
+                         "sample": sample, "group": group, "height": info["height"],
+                         "width": info["width"], "channels": info["channels"],
+                         "dtype": info["dtype"], "fit": fit,
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                         "cache_file": f"{crop_id}.npy"})
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if manifest.empty:
+        raise PipelineError(f"{raw_dir}: no usable crops")
+    for class_name in classes:
+        if not (manifest["class_name"] == class_name).any():
+            raise PipelineError(f"class {class_name!r}: every crop was skipped; nothing to learn")
+    groups_crossing = manifest.groupby("group")["class_name"].nunique()
+    if (groups_crossing > 1).any():
+        name = groups_crossing[groups_crossing > 1].index[0]
+        raise PipelineError(f"group {name!r} appears under both classes; a sample belongs to one "
+                            "class (check data.group_regex)")
+
+    metrics = {"crops": len(manifest), "groups": int(manifest["group"].nunique()),
+               "sample_folders": int(manifest["sample"].nunique()),
+               "skipped_files": len(problems), "ignored_files": ignored,
+               "resized": fits["resized"], "padded": fits["padded"],
+               "positive_class": params.positive}
+    for class_name in classes:
+        part = manifest[manifest["class_name"] == class_name]
+        metrics[f"crops_{class_name}"] = len(part)
+        metrics[f"groups_{class_name}"] = int(part["group"].nunique())
+    return IngestResult(manifest, metrics, problems)
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for manifest + cache")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True, help="CSV of skipped files")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    params = load_params(args.params)
+
+    # Build into a temporary folder and swap it in at the end: a failed ingest leaves the
+    # previous output whole (or nothing), never a mix.
+    with atomic_path(args.out) as staging:
+        staging.unlink()
+        result = ingest_crops(args.raw_dir, staging / "crops", params.data)
+        write_csv_atomic(staging / "manifest.csv", result.manifest)
+        if args.out.exists():
+            shutil.rmtree(args.out)
+    write_csv_atomic(args.report, pd.DataFrame(result.problems, columns=["path", "problem"]))
+    write_json_atomic(args.metrics, result.metrics)
+    console.print(f"ingest: {result.metrics['crops']} crops in {result.metrics['groups']} groups, "
+                  f"{result.metrics['skipped_files']} skipped")
+
+
+if __name__ == "__main__":
+    main()
