@@ -174,8 +174,8 @@ def stage_main(func: Callable[[], Any]) -> Callable[[], None]:
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
             sys.exit(130)
-        stage = (func.__globals__.get("__spec__") or func).name if func.__module__ == "__main__" \
-            else func.__module__
+        spec = func.__globals__.get("__spec__")
+        stage = spec.name if spec is not None else func.__module__
         console.print(f"[dim]{stage} finished in {time.perf_counter() - start:.1f} s[/]")
 
     return wrapper
