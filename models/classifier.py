@@ -147,4 +147,10 @@ def build_classifier(name: str, pretrained: str = "none",
         loaded = f"file:{path.name}:sha256={digest}"
     _adapt_first_conv(model, name)
     _replace_head(model, name, num_classes)
+    # torchvision's MobileNetV3/EfficientNet use BatchNorm momentum 0.01, tuned for ImageNet's
+    # 600k steps. On a few hundred steps the running statistics then barely leave their
+    # initial values and eval-mode predictions collapse; PyTorch's default 0.1 avoids that.
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+            module.momentum = max(module.momentum, 0.1)
     return GreyClassifier(model), loaded

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-console = Console(stderr=True)
+# Logs captured by DVC or CI are not terminals: give tables room instead of 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class PipelineError(RuntimeError):

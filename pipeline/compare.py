@@ -1,0 +1,110 @@
+"""Compare backbones: one table (CSV, Markdown, console) and a ROC overlay, test split only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from pipeline.common import (PipelineError, atomic_path, console, stage_main, write_csv_atomic,
+                             write_text_atomic)
+from pipeline.config import load_params
+from pipeline.metrics import roc_points
+
+COLUMNS = [
+    ("crop", "auc"), ("crop", "auc_ci_low"), ("crop", "auc_ci_high"), ("crop", "accuracy"),
+    ("crop", "balanced_accuracy"), ("crop", "sensitivity"), ("crop", "specificity"),
+    ("crop", "f1"), ("crop", "ece"),
+    ("sample", "auc"), ("sample", "auc_ci_low"), ("sample", "auc_ci_high"),
+    ("sample", "accuracy"), ("sample", "balanced_accuracy"), ("sample", "sensitivity"),
+    ("sample", "specificity"),
+]
+COSTS = ["train_seconds", "peak_memory_mb", "params_millions", "infer_ms_per_image",
+         "infer_images_per_s"]
+
+
+def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
+    rows = []
+    for backbone in backbones:
+        path = eval_dir / backbone / "metrics.json"
+        if not path.is_file():
+            raise PipelineError(f"{path}: missing; run the evaluate stage for {backbone}")
+        metrics = json.loads(path.read_text())
+        row = {"backbone": backbone, "input": metrics["input"]}
+        row |= {f"{level}_{key}": metrics[level][key] for level, key in COLUMNS}
+        row |= {key: metrics[key] for key in COSTS}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(lambda v: f"{v:.3f}")
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for level, ax in zip(("crop", "sample"), axes):
+        for backbone in backbones:
+            predictions = pd.read_csv(eval_dir / backbone / "predictions.csv")
+            if level == "sample":
+                predictions = predictions.groupby("group").agg(label=("label", "first"),
+                                                               prob=("prob", "mean"))
+            points = roc_points(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
+            metrics = json.loads((eval_dir / backbone / "metrics.json").read_text())[level]
+            ax.plot([p["fpr"] for p in points], [p["tpr"] for p in points],
+                    label=f"{backbone} (AUC {metrics['auc']:.3f})")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(title=f"ROC, test split, {level} level", xlabel="1 - specificity",
+               ylabel="sensitivity")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="reports/compare")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    backbones = load_params(args.params).classifier.backbones
+    frame = comparison_table(args.eval_dir, backbones)
+    write_csv_atomic(args.out / "table.csv", frame)
+    write_text_atomic(args.out / "table.md", markdown_table(frame))
+    plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
+
+    table = Table(title="Backbones on the held-out test split (samples never seen in training)")
+    for column in ("backbone", "crop AUC [95% CI]", "crop acc", "bal. acc", "sens", "spec",
+                   "sample AUC", "sample acc", "train s", "peak MB", "ms/img"):
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(row.backbone,
+                      f"{row.crop_auc:.3f} [{row.crop_auc_ci_low:.2f}, {row.crop_auc_ci_high:.2f}]",
+                      f"{row.crop_accuracy:.3f}", f"{row.crop_balanced_accuracy:.3f}",
+                      f"{row.crop_sensitivity:.3f}", f"{row.crop_specificity:.3f}",
+                      f"{row.sample_auc:.3f}", f"{row.sample_accuracy:.3f}",
+                      f"{row.train_seconds:.0f}", f"{row.peak_memory_mb:.0f}",
+                      f"{row.infer_ms_per_image:.1f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

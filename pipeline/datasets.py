@@ -1,0 +1,54 @@
+"""Loading the classifier's images (raw, bicubic or SR) for a split, at the model's size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from pipeline.common import PipelineError, load_array
+from pipeline.images import from_uint16
+
+
+def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path) -> Path:
+    """Where the images of `classifier.input` live."""
+    return {"raw": crops_dir, "sr": sr_dir / "sr", "bicubic": sr_dir / "bicubic"}[input_kind]
+
+
+def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:
+    """(N, 1, size, size) float32 in [0, 1]; SR images are downsized with antialiasing."""
+    if not crop_ids:
+        return torch.zeros(0, 1, size, size)
+    out = torch.empty(len(crop_ids), 1, size, size)
+    for index, crop_id in enumerate(crop_ids):
+        path = folder / f"{crop_id}.npy"
+        if not path.is_file():
+            raise PipelineError(f"{path}: missing image for crop {crop_id}; rerun the stage "
+                                "that writes it")
+        image = torch.from_numpy(from_uint16(load_array(path)))[None]
+        if image.shape[-1] != size or image.shape[-2] != size:
+            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+        out[index] = image[0].clamp(0, 1)
+    return out
+
+
+def split_subset(split_frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
+    if subset.empty:
+        raise PipelineError(f"the {split} split is empty")
+    if subset["label"].nunique() < 2:
+        raise PipelineError(f"the {split} split holds one class only; AUC is undefined")
+    return subset
+
+
+def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """All indices plus minority-class indices drawn with replacement up to the majority count."""
+    counts = np.bincount(labels, minlength=2)
+    minority = int(np.argmin(counts))
+    extra = rng.choice(np.flatnonzero(labels == minority), counts.max() - counts.min(),
+                       replace=True)
+    return np.concatenate([np.arange(len(labels)), np.sort(extra)])

@@ -1,0 +1,105 @@
+"""Evaluate one trained backbone on the test split only: crop- and sample-level metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.classifier import build_classifier
+from pipeline.common import (PipelineError, console, environment_record, resolve_device,
+                             stage_main, write_csv_atomic, write_json_atomic)
+from pipeline.config import load_params
+from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.metrics import evaluation_report, roc_points
+from pipeline.train_classifier import predict_proba
+
+
+def load_trained(path: Path, backbone: str) -> torch.nn.Module:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model, _ = build_classifier(backbone, "none")
+        model.load_state_dict(saved["model"])
+    except Exception as exc:
+        raise PipelineError(f"{path}: not a trained {backbone} from train_classifier "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    return model.eval()
+
+
+@torch.no_grad()
+def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                    batch: int, precision: str, channels_last: bool,
+                    single_runs: int = 20) -> dict[str, float]:
+    """ms per image at batch 1 (median) and images/s batched, after a warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    predict_proba(model, images[:2], device, 1, precision, channels_last)  # warm-up
+    single = []
+    for index in range(min(single_runs, len(images))):
+        sync()
+        start = time.perf_counter()
+        predict_proba(model, images[index:index + 1], device, 1, precision, channels_last)
+        sync()
+        single.append(time.perf_counter() - start)
+    sync()
+    start = time.perf_counter()
+    predict_proba(model, images, device, batch, precision, channels_last)
+    sync()
+    batched = time.perf_counter() - start
+    return {"infer_ms_per_image": round(1000 * float(np.median(single)), 3),
+            "infer_images_per_s": round(len(images) / batched, 2)}
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--train-metrics", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--sr", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="reports/eval/<backbone>")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    params = load_params(args.params)
+    cp = params.classifier
+    device = resolve_device(params.device)
+    test = split_subset(pd.read_csv(args.split), "test")
+    images = load_images(image_folder(cp.input, args.crops, args.sr), test["crop_id"].tolist(),
+                         cp.image_size)
+    model = load_trained(args.model, args.backbone).to(device)
+    if cp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prob = predict_proba(model, images, device, cp.eval_batch_size, cp.precision,
+                         cp.channels_last)
+    predictions = pd.DataFrame({"crop_id": test["crop_id"], "group": test["group"],
+                                "label": test["label"], "prob": prob,
+                                "predicted": (prob >= 0.5).astype(int)})
+    report = evaluation_report(predictions, cp.bootstrap, params.seed)
+    trained = json.loads(args.train_metrics.read_text())
+    metrics = {"backbone": args.backbone, "input": cp.input, **report,
+               "train_seconds": trained["train_seconds"],
+               "peak_memory_mb": trained["peak_memory_mb"],
+               "params_millions": trained["params_millions"],
+               "pretrained": trained["pretrained"], "best_epoch": trained["best_epoch"],
+               **inference_speed(model, images, device, cp.eval_batch_size, cp.precision,
+                                 cp.channels_last),
+               "test_crops": len(test), "test_samples": int(test["group"].nunique()),
+               "environment": environment_record(device)}
+    write_csv_atomic(args.out / "predictions.csv", predictions)
+    write_json_atomic(args.out / "roc.json", {"roc": roc_points(predictions["label"].to_numpy(),
+                                                                prob)})
+    write_json_atomic(args.out / "metrics.json", metrics)
+    c, s = report["crop"], report["sample"]
+    console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "
+                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] acc {c['accuracy']:.3f}; "
+                  f"sample AUC {s['auc']:.3f} acc {s['accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
