@@ -19,12 +19,13 @@ from pipeline.config import SplitParams, load_params
 SPLITS = ("train", "val", "test")
 
 
-def _take_groups(groups: np.ndarray, fraction: float, seed: int, what: str, class_name) -> tuple:
-    """Split an array of one class's groups into (rest, taken) with >= 1 on each side."""
-    if len(groups) < 2:
+def _take_groups(groups: np.ndarray, fraction: float, seed: int, what: str, class_name,
+                 keep: int = 1) -> tuple:
+    """Split one class's groups into (rest, taken): >= 1 taken, >= `keep` left."""
+    if len(groups) < keep + 1:
         raise PipelineError(f"class {class_name!r} has {len(groups)} group(s) left for the "
                             f"{what} split; each split needs at least one group per class")
-    n_taken = int(np.clip(round(fraction * len(groups)), 1, len(groups) - 1))
+    n_taken = int(np.clip(round(fraction * len(groups)), 1, len(groups) - keep))
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_taken, random_state=seed)
     rest_index, taken_index = next(splitter.split(groups, groups=groups))
     return groups[rest_index], groups[taken_index]
@@ -40,7 +41,8 @@ def split_groups(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.D
         if len(groups) < 3:
             raise PipelineError(f"class {class_name!r} has only {len(groups)} group(s); a "
                                 "train/val/test split by sample needs at least 3 per class")
-        rest, test = _take_groups(groups, params.test_fraction, seed, "test", class_name)
+        # keep two groups back so that train and validation each get one
+        rest, test = _take_groups(groups, params.test_fraction, seed, "test", class_name, keep=2)
         train, val = _take_groups(rest, params.val_fraction, seed + 1, "val", class_name)
         assignment.update({g: "train" for g in train} | {g: "val" for g in val}
                           | {g: "test" for g in test})

@@ -1,0 +1,43 @@
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, load_params
+from tests.conftest import REPO, write_params
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.split.test_fraction == 0.3
+    assert params.classifier.backbones == ["vgg16", "resnet50", "mobilenet_v3_large"]
+
+
+def _edit(path, mutate):
+    raw = yaml.safe_load(path.read_text())
+    mutate(raw)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r.__setitem__("lrr", 0.1), "unknown key lrr"),
+    (lambda r: r["sr"].__setitem__("scael", 4), "unknown key sr.scael"),
+    (lambda r: r["data"].pop("positive"), "missing key data.positive"),
+    (lambda r: r.__setitem__("lr", 0), "lr: must be > 0"),
+    (lambda r: r.__setitem__("lr", -0.1), "lr: must be > 0"),
+    (lambda r: r["sr"].__setitem__("scale", 3), "sr.scale: must be 2 or 4"),
+    (lambda r: r["sr"].__setitem__("hr_patch", 96), "sr.hr_patch"),
+    (lambda r: r["classifier"].__setitem__("backbones", ["resnet5O"]), "unknown backbone"),
+    (lambda r: r["classifier"].__setitem__("input", "srr"), "classifier.input"),
+    (lambda r: r.__setitem__("batch_size", "sixteen"), "batch_size: expected int"),
+    (lambda r: r.__setitem__("device", "gpu"), "device"),
+    (lambda r: r["augment"].__setitem__("online", "yes"), "augment.online: expected true/false"),
+])
+def test_bad_params_fail_naming_the_key(tmp_path, mutate, key):
+    path = _edit(write_params(tmp_path / "params.yaml"), mutate)
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.").replace("(", r"\(")):
+        load_params(path)
+
+
+def test_int_accepted_where_float_expected(tmp_path):
+    path = _edit(write_params(tmp_path / "params.yaml"), lambda r: r.__setitem__("lr", 1))
+    assert load_params(path).lr == 1.0

@@ -1,0 +1,77 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.common import PipelineError
+from pipeline.config import SplitParams
+from pipeline.split import fold_assignment, split_groups, split_metrics
+
+
+def manifest_from(crops_per_group: list[int], labels: list[int]) -> pd.DataFrame:
+    rows = []
+    for g, (n, label) in enumerate(zip(crops_per_group, labels)):
+        for c in range(n):
+            rows.append({"crop_id": f"c{g}_{c}", "group": f"G{g}", "sample": f"G{g}_crops_r",
+                         "class_name": "ALS" if label else "Control", "label": label})
+    return pd.DataFrame(rows)
+
+
+SPLIT = SplitParams(test_fraction=0.3, val_fraction=0.2, folds=0)
+
+
+def test_split_by_group_is_stratified_and_deterministic():
+    manifest = manifest_from([5] * 40, [1] * 28 + [0] * 12)
+    first = split_groups(manifest, SPLIT, seed=1)
+    again = split_groups(manifest, SPLIT, seed=1)
+    other = split_groups(manifest, SPLIT, seed=2)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first["split"].equals(other["split"])
+    metrics = split_metrics(first)
+    assert metrics["groups_in_two_splits"] == 0
+    assert metrics["test_groups_ALS"] == round(0.3 * 28)
+    assert metrics["test_groups_Control"] == round(0.3 * 12)
+    assert metrics["val_groups_ALS"] >= 1 and metrics["val_groups_Control"] >= 1
+
+
+def test_too_few_groups_is_a_clear_error():
+    manifest = manifest_from([3] * 5, [1, 1, 1, 0, 0])
+    with pytest.raises(PipelineError, match="'Control' has only 2 group"):
+        split_groups(manifest, SPLIT, seed=0)
+
+
+def test_folds_keep_groups_together():
+    manifest = manifest_from([3] * 20, [1] * 12 + [0] * 8)
+    frame = split_groups(manifest, SplitParams(0.3, 0.2, folds=4), seed=0)
+    assert split_metrics(frame)["groups_in_two_folds"] == 0
+    assert sorted(frame["fold"].unique()) == [0, 1, 2, 3]
+    for fold in range(4):
+        assignment = fold_assignment(frame, fold, 0.2, seed=0)
+        assert (frame.assign(s=assignment).groupby("group")["s"].nunique() == 1).all()
+        assert set(assignment) == {"train", "val", "test"}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=6, max_size=40),
+    positive_share=st.floats(0.2, 0.8),
+    test_fraction=st.floats(0.15, 0.5),
+    seed=st.integers(0, 10_000),
+)
+def test_split_properties(sizes, positive_share, test_fraction, seed):
+    n_pos = int(np.clip(round(positive_share * len(sizes)), 3, len(sizes) - 3))
+    labels = [1] * n_pos + [0] * (len(sizes) - n_pos)
+    manifest = manifest_from(sizes, labels)
+    params = SplitParams(test_fraction, 0.25, 0)
+    frame = split_groups(manifest, params, seed)
+    # no group in two splits
+    assert (frame.groupby("group")["split"].nunique() == 1).all()
+    # stratified: per class, the test share of groups is the ideal rounded to one group
+    for label in (0, 1):
+        groups = frame[frame["label"] == label].groupby("group")["split"].first()
+        ideal = test_fraction * len(groups)
+        assert abs((groups == "test").sum() - ideal) <= 1
+        assert (groups == "train").sum() >= 1 and (groups == "val").sum() >= 1
+    # deterministic
+    pd.testing.assert_frame_equal(frame, split_groups(manifest, params, seed))
