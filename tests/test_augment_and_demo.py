@@ -1,0 +1,53 @@
+import dataclasses
+
+import numpy as np
+import torch
+
+from pipeline.augment import make_training_set
+from pipeline.datasets import balanced_indices
+from pipeline.make_demo import make_demo_dataset
+
+
+def test_balancing_oversamples_the_minority_class():
+    labels = np.array([1] * 10 + [0] * 4)
+    index = balanced_indices(labels, np.random.default_rng(0))
+    assert np.bincount(labels[index]).tolist() == [10, 10]
+    assert set(range(14)) <= set(index.tolist())  # every original crop is kept
+
+
+def test_augmentation_is_deterministic_for_a_seed_and_changes_images(params):
+    images = torch.rand(12, 1, 32, 32)
+    labels = np.array([1] * 8 + [0] * 4)
+    aug = dataclasses.replace(params.augment, copies=2)
+    first, out_labels, source = make_training_set(images, labels, aug, 7, torch.device("cpu"))
+    again, _, _ = make_training_set(images, labels, aug, 7, torch.device("cpu"))
+    other, _, _ = make_training_set(images, labels, aug, 8, torch.device("cpu"))
+    assert first.shape == (2 * 16, 1, 32, 32)
+    assert np.bincount(out_labels).tolist() == [16, 16]
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.equal(first, images[torch.from_numpy(source)])
+    assert first.min() >= 0 and first.max() <= 1
+
+
+def test_online_mode_returns_the_balanced_set_unaugmented(params):
+    images = torch.rand(6, 1, 16, 16)
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    aug = dataclasses.replace(params.augment, online=True, copies=3)
+    out, out_labels, source = make_training_set(images, labels, aug, 0, torch.device("cpu"))
+    torch.testing.assert_close(out, images[torch.from_numpy(source)])
+    assert len(out) == 8
+
+
+def test_demo_data_layout_and_determinism(tmp_path, params):
+    counts = make_demo_dataset(tmp_path / "a", params.demo, seed=3)
+    make_demo_dataset(tmp_path / "b", params.demo, seed=3)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.*"))
+    assert files_a == files_b
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+               for f in files_a)
+    assert {f.parts[0] for f in files_a} == {"ALS", "Control"}
+    assert all(f.parts[1].endswith(("_crops_r", "_crops2_r")) for f in files_a)
+    assert counts["samples_ALS"] == params.demo.n_als_samples
+    assert counts["crops_ALS"] + counts["crops_Control"] == len(files_a)

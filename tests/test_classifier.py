@@ -1,0 +1,198 @@
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torchvision.models import get_model
+
+from models.classifier import BACKBONES, WeightsError, build_classifier
+from pipeline.common import PipelineError
+from pipeline.metrics import (binary_metrics, bootstrap_auc_interval, evaluation_report,
+                              expected_calibration_error, sample_level)
+from pipeline.train_classifier import train_classifier
+
+
+class TouchOnUnpickle:
+    """A pickle payload that would create a file if anything unpickled it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_for_one_channel(name):
+    model, loaded = build_classifier(name, "none")
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.rand(2, 1, 32, 32))
+    assert logits.shape == (2, 2) and loaded == "none"
+
+
+def test_weights_file_written_by_the_test_is_loaded_and_adapted(tmp_path):
+    torch.manual_seed(0)
+    reference = get_model("mobilenet_v3_small", weights=None)
+    path = tmp_path / "imagenet_like.pth"
+    torch.save(reference.state_dict(), path)
+    model, loaded = build_classifier("mobilenet_v3_small", str(path))
+    assert loaded.startswith("file:imagenet_like.pth:sha256=")
+    first = model.backbone.features[0][0].weight
+    expected = reference.features[0][0].weight.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(first, expected)
+    # deeper layers are the file's weights untouched
+    torch.testing.assert_close(model.backbone.features[1].block[0][0].weight,
+                               reference.features[1].block[0][0].weight)
+
+
+def test_grey_adaptation_matches_rgb_model_on_grey_input(tmp_path):
+    """Summing RGB kernels: a grey crop gives the RGB model's features for the replicated image."""
+    torch.manual_seed(0)
+    reference = get_model("resnet50", weights=None).eval()
+    path = tmp_path / "r50.pth"
+    torch.save(reference.state_dict(), path)
+    model, _ = build_classifier("resnet50", str(path))
+    model.eval()
+    grey = torch.rand(1, 1, 64, 64)
+    normalised = (grey - 0.449) / 0.226
+    with torch.no_grad():
+        ours = model.backbone.conv1(normalised)
+        theirs = reference.conv1(normalised.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_weights_files_are_refused(tmp_path):
+    missing = tmp_path / "none.pth"
+    with pytest.raises(WeightsError, match="not found"):
+        build_classifier("mobilenet_v3_small", str(missing))
+    not_state = tmp_path / "list.pth"
+    torch.save([1, 2, 3], not_state)
+    with pytest.raises(WeightsError, match="not a state dict"):
+        build_classifier("mobilenet_v3_small", str(not_state))
+    evil = tmp_path / "evil.pth"
+    marker = tmp_path / "code_ran"
+    evil.write_bytes(pickle.dumps({"w": TouchOnUnpickle(marker)}))
+    with pytest.raises(WeightsError, match="weights_only"):
+        build_classifier("mobilenet_v3_small", str(evil))
+    assert not marker.exists()  # the payload never executed
+    wrong = tmp_path / "wrong.pth"
+    torch.save(get_model("resnet50", weights=None).state_dict(), wrong)
+    with pytest.raises(WeightsError, match="does not fit mobilenet_v3_small"):
+        build_classifier("mobilenet_v3_small", str(wrong))
+
+
+def test_imagenet_without_network_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="could not load .*TORCH_HOME"):
+        build_classifier("mobilenet_v3_small", "imagenet")
+
+
+def test_unknown_backbone():
+    with pytest.raises(WeightsError, match="unknown backbone 'alexnet'"):
+        build_classifier("alexnet")
+
+
+# ------------------------------------------------------------------ metrics
+def test_binary_metrics_against_hand_computed_values():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    prob = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.45, 0.05])
+    m = binary_metrics(labels, prob)
+    # threshold 0.5: TP=3 (0.9, 0.8, 0.6), FN=1 (0.3), FP=1 (0.7), TN=5
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 5)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["sensitivity"] == pytest.approx(0.75)
+    assert m["specificity"] == pytest.approx(5 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((0.75 + 5 / 6) / 2)
+    assert m["precision"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(0.75)
+    # AUC by pair counting: 0.3 loses to 0.7, 0.4 and 0.45; 0.6 loses to 0.7: 20 of 24 pairs
+    wins = sum(p > n for p in prob[labels == 1] for n in prob[labels == 0])
+    assert wins == 20
+    assert m["auc"] == pytest.approx(20 / 24)
+    # AUC and accuracy are different numbers (the study conflated them)
+    assert m["auc"] != m["accuracy"]
+
+
+def test_ece_hand_computed():
+    labels = np.array([1, 0, 1, 0])
+    prob = np.array([0.9, 0.9, 0.6, 0.4])
+    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.6 (right)
+    # bin (0.85, 0.9]: acc 0.5 vs conf 0.9 -> 0.4 * 2/4; bin (0.55, 0.6]: acc 1 vs 0.6 -> 0.4 * 2/4
+    assert expected_calibration_error(labels, prob) == pytest.approx(0.4)
+
+
+def test_sample_level_is_mean_of_crop_probabilities():
+    predictions = pd.DataFrame({"group": ["A", "A", "B", "B", "B", "C"],
+                                "label": [1, 1, 0, 0, 0, 1],
+                                "prob": [0.2, 0.8, 0.1, 0.4, 0.7, 0.9]})
+    samples = sample_level(predictions).set_index("group")
+    assert samples.loc["A", "prob"] == pytest.approx(0.5)
+    assert samples.loc["B", "prob"] == pytest.approx(0.4)
+    assert samples.loc["C", "prob"] == pytest.approx(0.9)
+    report = evaluation_report(predictions, resamples=200, seed=0)
+    assert report["sample"]["n"] == 3 and report["crop"]["n"] == 6
+    assert report["sample"]["auc"] == pytest.approx(1.0)  # 0.5, 0.9 > 0.4
+    with pytest.raises(ValueError, match="different labels"):
+        sample_level(predictions.assign(label=[1, 0, 0, 0, 0, 1]))
+
+
+def test_bootstrap_interval_brackets_the_auc_and_resamples_samples():
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(30):
+        label = g % 2
+        for _ in range(5):
+            rows.append({"group": f"G{g}", "label": label,
+                         "prob": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
+    predictions = pd.DataFrame(rows)
+    auc = roc_auc_score(predictions["label"], predictions["prob"])
+    low, high = bootstrap_auc_interval(predictions, "crop", 300, seed=1)
+    assert low < auc < high and 0 < high - low < 0.5
+
+
+# ------------------------------------------------------------------ training and resume
+def _toy_data(n=48, size=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.rand(n, 1, size, size, generator=gen) * 0.3
+    images[labels == 1, :, 8:24, 8:24] += 0.6  # the positive class has a bright square
+    return images.clamp(0, 1), labels.numpy()
+
+
+def test_training_learns_and_resume_matches_uninterrupted(params, tmp_path):
+    p = dataclasses.replace(params, epochs=3, lr=0.003, batch_size=8)
+    images, labels = _toy_data()
+    val_images, val_labels = _toy_data(24, seed=1)
+    args = ("mobilenet_v3_small", images, labels, val_images, val_labels, p,
+            torch.device("cpu"))
+    straight = train_classifier(*args, tmp_path / "a")
+    assert straight["metrics"]["epochs"] == 3
+    assert straight["curves"][-1]["train_loss"] < straight["curves"][0]["train_loss"]
+    stopped = train_classifier(*args, tmp_path / "b", stop_after_epoch=1)
+    assert stopped["best_state"] is None and stopped["checkpoint"].exists()
+    resumed = train_classifier(*args, tmp_path / "b")
+    assert [r["epoch"] for r in resumed["curves"]] == [1, 2, 3]
+    for key, value in straight["best_state"].items():
+        torch.testing.assert_close(resumed["best_state"][key], value, msg=key)
+    assert resumed["curves"] == straight["curves"]
+
+
+def test_classifier_checkpoint_with_other_params_is_refused(params, tmp_path):
+    images, labels = _toy_data(16)
+    args = ("mobilenet_v3_small", images, labels, images, labels, params, torch.device("cpu"))
+    stopped = train_classifier(*args, tmp_path, stop_after_epoch=0)
+    state = {"config": {"lr": 1.0}}
+    torch.save(state, stopped["checkpoint"])
+    with pytest.raises(PipelineError, match="other params"):
+        train_classifier(*args, tmp_path)

@@ -1,0 +1,118 @@
+"""End to end: the real dvc.yaml in a temporary git repo, shrunk params, real DVC commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SHARED_DATA, write_params
+
+pytestmark = pytest.mark.slow
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "Pipeline Test",
+                        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                        "GIT_COMMITTER_NAME": "Pipeline Test",
+                        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def make_project(tmp_path: Path, **overrides) -> Path:
+    """Copy the tracked files of this repo into a fresh git repo with one commit."""
+    project = tmp_path / "project"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in tracked:
+        if (REPO / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, project / name)
+    write_params(project / "params.yaml", **overrides)
+    sh(["git", "init", "-q", "-b", "main"], project)
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-q", "-m", "test project"], project)
+    return project
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_repro_experiment_and_metrics(tmp_path):
+    project = make_project(tmp_path)
+    first = sh([DVC, "repro"], project)
+    assert "compare" in stages_run(first.stdout)
+    table = (project / "reports" / "compare" / "table.csv").read_text()
+    assert table.startswith("backbone,input,crop_auc")
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-q", "-m", "baseline results"], project)
+
+    again = sh([DVC, "repro"], project)
+    assert stages_run(again.stdout) == set()  # everything cached
+
+    experiment = sh([DVC, "exp", "run", "-S", "lr=0.0005"], project)
+    rerun = stages_run(experiment.stdout)
+    assert rerun == {"train_classifier@mobilenet_v3_small", "evaluate@mobilenet_v3_small",
+                     "compare"}, experiment.stdout
+
+    shown = json.loads(sh([DVC, "metrics", "show", "--json"], project).stdout)
+    workspace = shown[0]["data"] if isinstance(shown, list) else shown["workspace"]["data"]
+    evaluation = workspace["reports/eval/mobilenet_v3_small/metrics.json"]["data"]
+    for level in ("crop", "sample"):
+        assert 0.0 <= evaluation[level]["auc"] <= 1.0
+        assert evaluation[level]["auc_ci_low"] <= evaluation[level]["auc_ci_high"]
+    assert evaluation["infer_images_per_s"] > 0
+    split = workspace["reports/split/metrics.json"]["data"]
+    assert split["groups_in_two_splits"] == 0
+    sr = workspace["reports/sr/metrics.json"]["data"]
+    assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "psnr_phase1"} <= set(sr)
+
+    diff = json.loads(sh([DVC, "metrics", "diff", "--json"], project).stdout)
+    changed = diff.get("reports/train/mobilenet_v3_small/metrics.json", {})
+    assert changed, f"metrics diff shows no change in training metrics: {diff}"
+    assert "reports/sr/metrics.json" not in diff  # SR untouched by a classifier param
+
+
+def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):
+    """The error a `dvc queue` run gives for a relative path outside the repo."""
+    project = make_project(tmp_path)
+    exp_copy = project / ".dvc" / "tmp" / "exps" / "tmpabc"
+    exp_copy.mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.ingest", "--raw-dir", "../shared/data/nuclei",
+         "--out", "x", "--metrics", "m.json", "--report", "r.csv",
+         "--params", str(project / "params.yaml")],
+        cwd=exp_copy, capture_output=True, text=True,
+        env=os.environ | {"PYTHONPATH": str(project)})
+    assert result.returncode == 1
+    assert "absolute path" in result.stderr and "dvc add" in result.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "nuclei").is_dir(),
+                    reason="../shared/data/nuclei (real crops) is not present next to the repo")
+def test_real_crops_ingest_and_split(tmp_path):
+    from pipeline.config import load_params
+    from pipeline.ingest import ingest_crops
+    from pipeline.split import split_groups, split_metrics
+
+    params = load_params(write_params(tmp_path / "params.yaml",
+                                      data={"positive": "NIH3T3"}))
+    result = ingest_crops(SHARED_DATA / "nuclei", tmp_path / "cache", params.data)
+    assert result.metrics["crops"] == 1769 and result.metrics["groups"] == 63
+    assert result.metrics["crops_U2OS"] == 775 and result.metrics["crops_NIH3T3"] == 994
+    frame = split_groups(result.manifest, params.split, params.seed)
+    metrics = split_metrics(frame)
+    assert metrics["groups_in_two_splits"] == 0
+    assert (frame.groupby("group")["split"].nunique() == 1).all()
+    assert 0.2 < metrics["test_crop_fraction"] < 0.4
