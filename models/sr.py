@@ -17,10 +17,34 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG19_CONV5_4 = 34  # index of conv5_4 in torchvision's vgg19().features (ESRGAN: before ReLU)
 
 
-def build_generator(scale: int, num_feat: int, num_block: int, num_grow_ch: int) -> nn.Module:
-    """basicsr's RRDBNet for one grey channel (paper size: 64 / 23 / 32)."""
-    return RRDBNet(num_in_ch=1, num_out_ch=1, scale=scale, num_feat=num_feat,
-                   num_block=num_block, num_grow_ch=num_grow_ch)
+class Generator(nn.Module):
+    """basicsr's RRDBNet, optionally predicting the residual over bicubic upsampling.
+
+    With `residual` the output is bicubic(x) + RRDBNet(x): the network starts from the
+    bicubic baseline and only learns what it misses, which on smooth fluorescence crops
+    matters because bicubic is already a strong predictor. residual=False is ESRGAN's
+    plain RRDBNet.
+    """
+
+    def __init__(self, scale: int, num_feat: int, num_block: int, num_grow_ch: int,
+                 residual: bool):
+        super().__init__()
+        self.scale, self.residual = scale, residual
+        self.body = RRDBNet(num_in_ch=1, num_out_ch=1, scale=scale, num_feat=num_feat,
+                            num_block=num_block, num_grow_ch=num_grow_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.residual:
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic",
+                                      align_corners=False)
+        return out
+
+
+def build_generator(scale: int, num_feat: int, num_block: int, num_grow_ch: int,
+                    residual: bool = False) -> Generator:
+    """RRDBNet for one grey channel (paper size: 64 / 23 / 32)."""
+    return Generator(scale, num_feat, num_block, num_grow_ch, residual)
 
 
 def build_discriminator(hr_patch: int, num_feat: int) -> nn.Module:

@@ -79,6 +79,7 @@ class SRParams:
     num_feat: int
     num_block: int
     num_grow_ch: int
+    residual: bool
     disc_feat: int
     batch_size: int
     iters_psnr: int

@@ -51,7 +51,7 @@ def evaluate_sr(model, val_lr: np.ndarray, val_hr: np.ndarray, scale: int,
 
 def generator_from_state(state: dict, config: dict) -> torch.nn.Module:
     model = build_generator(config["scale"], config["num_feat"], config["num_block"],
-                            config["num_grow_ch"])
+                            config["num_grow_ch"], config["residual"])
     model.load_state_dict(state)
     return model.eval()
 

@@ -108,7 +108,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     train_hr = torch.from_numpy(pairs["train_hr"])
 
     generator = build_generator(params.scale, params.num_feat, params.num_block,
-                                params.num_grow_ch).to(device)
+                                params.num_grow_ch, params.residual).to(device)
     discriminator = build_discriminator(params.hr_patch, params.disc_feat).to(device)
     memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
     generator.to(memory_format=memory_format)
@@ -302,7 +302,7 @@ def main() -> None:
     result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints)
 
     model_config = {k: getattr(params.sr, k) for k in ("scale", "num_feat", "num_block",
-                                                       "num_grow_ch")}
+                                                       "num_grow_ch", "residual")}
     save_torch_atomic(args.model, {"model": result["ema_state"], "config": model_config})
     write_csv_atomic(args.curves, pd.DataFrame(result["log"]))
     save_sr_samples(result["ema_state"], model_config, pairs, args.samples)

@@ -67,7 +67,7 @@ def test_repro_experiment_and_metrics(tmp_path):
                      "compare"}, experiment.stdout
 
     shown = json.loads(sh([DVC, "metrics", "show", "--json"], project).stdout)
-    workspace = shown[0]["data"] if isinstance(shown, list) else shown["workspace"]["data"]
+    workspace = (shown.get("") or shown["workspace"])["data"]  # "" is the workspace in dvc 3
     evaluation = workspace["reports/eval/mobilenet_v3_small/metrics.json"]["data"]
     for level in ("crop", "sample"):
         assert 0.0 <= evaluation[level]["auc"] <= 1.0

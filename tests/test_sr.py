@@ -31,7 +31,8 @@ def test_training_runs_at_scale_and_reports_metrics(params, tmp_path, scale):
     for key in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "psnr_phase1", "train_seconds"):
         assert np.isfinite(metrics[key]), key
     assert metrics["iterations"] == sr_params.iters_psnr + sr_params.iters_gan
-    model = build_generator(scale, sr_params.num_feat, sr_params.num_block, sr_params.num_grow_ch)
+    model = build_generator(scale, sr_params.num_feat, sr_params.num_block, sr_params.num_grow_ch,
+                            sr_params.residual)
     model.load_state_dict(result["ema_state"])
     assert model(torch.rand(1, 1, 16, 16)).shape == (1, 1, 16 * scale, 16 * scale)
     assert {row["phase"] for row in result["log"]} == {"psnr", "gan"}
