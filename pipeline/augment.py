@@ -16,8 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.common import (console, environment_record, resolve_device, save_array_atomic,
-                             stage_main, write_csv_atomic, write_json_atomic)
+from pipeline.common import (
+    console,
+    environment_record,
+    resolve_device,
+    save_array_atomic,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import AugmentParams, load_params
 from pipeline.datasets import balanced_indices, image_folder, load_images, split_subset
 from pipeline.images import to_uint16

@@ -19,8 +19,14 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 # Logs captured by DVC or CI are not terminals: give tables room instead of 80 columns.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -70,7 +76,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, default=_json_default)
+    write_text_atomic(path, text + "\n")
 
 
 def _json_default(obj: Any) -> Any:
@@ -157,8 +164,37 @@ def environment_record(device=None) -> dict:
     return record
 
 
+class _LoggingProgress(Progress):
+    """Rich progress bar; where output is no terminal (DVC logs, CI), a plain line every 10%."""
+
+    def _log(self, task_id) -> None:
+        if self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        if not task.total:
+            return
+        decile = int(10 * task.completed / task.total)
+        if decile > task.fields.get("logged_decile", 0) or task.completed >= task.total:
+            if task.fields.get("logged_decile") == 10:
+                return
+            task.fields["logged_decile"] = decile
+            elapsed = task.elapsed or 0.0
+            self.console.print(f"{task.description}: {task.completed:g}/{task.total:g} "
+                               f"({elapsed:.0f} s) {task.fields.get('status', '')}",
+                               highlight=False)
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+
 def progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return _LoggingProgress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, transient=False)
 

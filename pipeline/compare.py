@@ -9,8 +9,14 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from pipeline.common import (PipelineError, atomic_path, console, stage_main, write_csv_atomic,
-                             write_text_atomic)
+from pipeline.common import (
+    PipelineError,
+    atomic_path,
+    console,
+    stage_main,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from pipeline.config import load_params
 from pipeline.metrics import roc_points
 

@@ -112,7 +112,8 @@ class SRParams:
                "iters_psnr >= 1, iters_gan >= 0")
         _check(self.lr_g > 0 and self.lr_d > 0, "sr.lr_g/lr_d", "must be > 0")
         _check(0 <= self.ema_decay < 1, "sr.ema_decay", "in [0, 1)")
-        _check(all(0 < m < 1 for m in self.lr_milestones), "sr.lr_milestones", "fractions in (0, 1)")
+        _check(all(0 < m < 1 for m in self.lr_milestones), "sr.lr_milestones",
+               "fractions in (0, 1)")
         _check(self.tile >= 16, "sr.tile", ">= 16")
         _check(0 <= self.tile_overlap < self.tile // 2, "sr.tile_overlap", "in [0, tile/2)")
         _check(self.precision in PRECISIONS, "sr.precision", " | ".join(PRECISIONS))

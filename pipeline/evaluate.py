@@ -12,8 +12,15 @@ import pandas as pd
 import torch
 
 from models.classifier import build_classifier
-from pipeline.common import (PipelineError, console, environment_record, resolve_device,
-                             stage_main, write_csv_atomic, write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    console,
+    environment_record,
+    resolve_device,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import load_params
 from pipeline.datasets import image_folder, load_images, split_subset
 from pipeline.metrics import evaluation_report, roc_points

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common import (PipelineError, atomic_path, console, progress, save_array_atomic,
-                             stage_main, write_csv_atomic, write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    atomic_path,
+    console,
+    progress,
+    save_array_atomic,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import DataParams, load_params
 from pipeline.images import BadImageError, fit_to_size, read_crop, to_uint16
 

@@ -29,7 +29,8 @@ def _soft_ellipse(yy, xx, cy, cx, ry, rx, angle, edge):
     return 1.0 / (1.0 + np.exp((radius - 1.0) / edge))
 
 
-def render_cell(rng: np.random.Generator, size: int, is_als: bool, sample_style: dict) -> np.ndarray:
+def render_cell(rng: np.random.Generator, size: int, is_als: bool,
+                sample_style: dict) -> np.ndarray:
     """One crop, float in [0, 1]; the style dict carries the sample's own look."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     centre = size / 2 + rng.normal(0, size * 0.03, 2)
@@ -72,7 +73,9 @@ def make_demo_dataset(out_dir: Path, params: DemoParams, seed: int) -> dict:
     with progress() as bar:
         task = bar.add_task("demo crops", total=len(plan), status="")
         for class_name, is_als, index in plan:
-            sample = f"SD{index + 1:03d}_{rng.integers(10, 99)}" if is_als else f"CT{index + 1:03d}_{rng.integers(10, 99)}"
+            # Patient-like names: SD = ALS donor, CT = control, then a visit number.
+            prefix = "SD" if is_als else "CT"
+            sample = f"{prefix}{index + 1:03d}_{rng.integers(10, 99)}"
             style = {
                 "brightness": rng.uniform(0.55, 1.0),
                 "background": rng.uniform(0.01, 0.12),

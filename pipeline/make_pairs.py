@@ -14,8 +14,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.common import (PipelineError, console, load_array, save_array_atomic, stage_main,
-                             write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    console,
+    load_array,
+    save_array_atomic,
+    stage_main,
+    write_json_atomic,
+)
 from pipeline.config import SRParams, load_params
 from pipeline.images import from_uint16
 

@@ -15,9 +15,18 @@ import pandas as pd
 import torch
 
 from models.sr import upscale_tiled
-from pipeline.common import (PipelineError, atomic_path, console, environment_record, load_array,
-                             progress, resolve_device, save_array_atomic, stage_main,
-                             write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    atomic_path,
+    console,
+    environment_record,
+    load_array,
+    progress,
+    resolve_device,
+    save_array_atomic,
+    stage_main,
+    write_json_atomic,
+)
 from pipeline.config import load_params
 from pipeline.images import from_uint16, to_uint16
 from pipeline.sr_metrics import bicubic_upscale, generator_from_state

@@ -24,9 +24,19 @@ from torch.utils.data import DataLoader, TensorDataset
 from models.classifier import WeightsError, build_classifier
 from models.sr import autocast_for
 from pipeline.augment import build_augmentation
-from pipeline.common import (PipelineError, console, environment_record, load_array, progress,
-                             resolve_device, save_torch_atomic, seed_everything, stage_main,
-                             write_csv_atomic, write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    console,
+    environment_record,
+    load_array,
+    progress,
+    resolve_device,
+    save_torch_atomic,
+    seed_everything,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import Params, load_params
 from pipeline.datasets import image_folder, load_images, split_subset
 from pipeline.images import from_uint16

@@ -26,9 +26,19 @@ from torch import nn
 from models.basicsr_compat import GANLoss
 from models.classifier import WeightsError
 from models.sr import VGGPerceptualLoss, autocast_for, build_discriminator, build_generator
-from pipeline.common import (PipelineError, console, environment_record, load_array, progress,
-                             resolve_device, save_torch_atomic, seed_everything, stage_main,
-                             write_csv_atomic, write_json_atomic)
+from pipeline.common import (
+    PipelineError,
+    console,
+    environment_record,
+    load_array,
+    progress,
+    resolve_device,
+    save_torch_atomic,
+    seed_everything,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import SRParams, load_params
 from pipeline.sr_metrics import evaluate_sr, save_sr_samples
 

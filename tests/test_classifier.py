@@ -11,8 +11,13 @@ from torchvision.models import get_model
 
 from models.classifier import BACKBONES, WeightsError, build_classifier
 from pipeline.common import PipelineError
-from pipeline.metrics import (binary_metrics, bootstrap_auc_interval, evaluation_report,
-                              expected_calibration_error, sample_level)
+from pipeline.metrics import (
+    binary_metrics,
+    bootstrap_auc_interval,
+    evaluation_report,
+    expected_calibration_error,
+    sample_level,
+)
 from pipeline.train_classifier import train_classifier
 
 

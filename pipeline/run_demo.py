@@ -1,0 +1,72 @@
+"""Run `dvc repro` (or any dvc command) and print how long each stage took and its share.
+
+Stage times come from the moments DVC announces each stage in its own output, so
+cached stages show as skipped and nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from pipeline.common import console
+
+STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+
+
+def run_and_time(command: list[str]) -> tuple[int, list[tuple[str, float]], float]:
+    """Stream `command`'s output; return (exit code, [(stage, seconds)], total seconds)."""
+    started = time.perf_counter()
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, bufsize=1, env=env)
+    timings: list[tuple[str, float]] = []
+    current, current_start = None, started
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(line)
+        match = STAGE_LINE.match(line)
+        if match:
+            now = time.perf_counter()
+            if current:
+                timings.append((current, now - current_start))
+            current, current_start = match.group(1), now
+    code = process.wait()
+    end = time.perf_counter()
+    if current:
+        timings.append((current, end - current_start))
+    return code, timings, end - started
+
+
+def print_timings(timings: list[tuple[str, float]], total: float) -> None:
+    table = Table(title=f"Stage times ({total:.0f} s in all)")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for stage, seconds in timings:
+        table.add_row(stage, f"{seconds:.1f}", f"{100 * seconds / total:.1f}%")
+    if not timings:
+        table.add_row("(every stage was cached)", "", "")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dvc_args", nargs="*", default=["repro"],
+                        help="arguments for dvc (default: repro)")
+    args = parser.parse_args()
+    code, timings, total = run_and_time(["dvc", *args.dvc_args])
+    print_timings(timings, total)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
