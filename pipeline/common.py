@@ -63,6 +63,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete `.tmp-*` files a killed process left behind (its rename never happened)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(".tmp-*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

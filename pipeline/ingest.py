@@ -16,6 +16,7 @@ from pipeline.common import (
     PipelineError,
     atomic_path,
     console,
+    environment_record,
     progress,
     save_array_atomic,
     stage_main,
@@ -184,7 +185,7 @@ def main() -> None:
         if args.out.exists():
             shutil.rmtree(args.out)
     write_csv_atomic(args.report, pd.DataFrame(result.problems, columns=["path", "problem"]))
-    write_json_atomic(args.metrics, result.metrics)
+    write_json_atomic(args.metrics, result.metrics | {"environment": environment_record()})
     console.print(f"ingest: {result.metrics['crops']} crops in {result.metrics['groups']} groups, "
                   f"{result.metrics['skipped_files']} skipped")
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pipeline.common import (
     PipelineError,
     console,
+    environment_record,
     load_array,
     save_array_atomic,
     stage_main,
@@ -95,7 +96,7 @@ def main() -> None:
     for name, array in pairs.items():
         save_array_atomic(args.out / f"{name}.npy", array.astype(np.float32))
     summary = {name: list(array.shape) for name, array in pairs.items()}
-    write_json_atomic(args.out / "shapes.json", summary)
+    write_json_atomic(args.out / "shapes.json", summary | {"environment": environment_record()})
     console.print(f"pairs: {summary}")
 
 

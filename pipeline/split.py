@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from pipeline.common import PipelineError, console, stage_main, write_csv_atomic, write_json_atomic
+from pipeline.common import (
+    PipelineError,
+    console,
+    environment_record,
+    stage_main,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from pipeline.config import SplitParams, load_params
 
 SPLITS = ("train", "val", "test")
@@ -111,7 +118,7 @@ def main() -> None:
     if metrics["groups_in_two_splits"]:  # cannot happen by construction; never write it if so
         raise PipelineError("internal error: a group landed in two splits")
     write_csv_atomic(args.out, frame)
-    write_json_atomic(args.metrics, metrics)
+    write_json_atomic(args.metrics, metrics | {"environment": environment_record()})
     console.print(f"split: {metrics}")
 
 

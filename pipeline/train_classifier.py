@@ -30,6 +30,7 @@ from pipeline.common import (
     environment_record,
     load_array,
     progress,
+    remove_stale_temporaries,
     resolve_device,
     save_torch_atomic,
     seed_everything,
@@ -106,6 +107,7 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     config = training_config(backbone, params, digest)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     checkpoint_path = checkpoint_dir / f"{backbone}-{key}.pt"
+    remove_stale_temporaries(checkpoint_dir)
     seed_everything(params.seed, deterministic=device.type == "cpu")
     if device.type == "cuda" and not cp.compile:
         torch.backends.cudnn.benchmark = False  # determinism asked by seed_everything

@@ -32,6 +32,7 @@ from pipeline.common import (
     environment_record,
     load_array,
     progress,
+    remove_stale_temporaries,
     resolve_device,
     save_torch_atomic,
     seed_everything,
@@ -113,6 +114,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     """Train (or resume) and return {ema_state, metrics, log}; `stop_after` is for tests."""
     config = training_config(params, seed, pairs)
     checkpoint_path = checkpoint_path_for(checkpoint_dir, config)
+    remove_stale_temporaries(checkpoint_dir)
     seed_everything(seed, deterministic=device.type == "cpu")
     train_lr = torch.from_numpy(pairs["train_lr"])
     train_hr = torch.from_numpy(pairs["train_hr"])

@@ -1,0 +1,122 @@
+"""SIGKILL a training stage at a random point after its first checkpoint, rerun, compare.
+
+The rerun must continue from the checkpoint, finish with the same number of steps and,
+on CPU, produce exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.common import save_array_atomic
+from tests.conftest import REPO, write_params
+from tests.test_sr import make_pairs
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_after_first_checkpoint(process: subprocess.Popen, folder: Path, seed: int) -> None:
+    deadline = time.time() + 240
+    while not list(folder.glob("*.pt")):
+        assert process.poll() is None, f"stage ended before its first checkpoint:\n" \
+                                       f"{process.stdout.read()}"
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 1.0))  # a random point after it
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _run(args: list[str]) -> str:
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_train_sr_sigkill_and_resume(tmp_path, seed):
+    params_file = write_params(tmp_path / "params.yaml", sr={
+        "iters_psnr": 40, "iters_gan": 10, "checkpoint_every": 5, "val_every": 10})
+    pairs_dir = tmp_path / "pairs"
+    for name, array in make_pairs(4, n=8).items():
+        save_array_atomic(pairs_dir / f"{name}.npy", array)
+
+    def args(run: str) -> list[str]:
+        out = tmp_path / run
+        return ["pipeline.train_sr", "--pairs", str(pairs_dir), "--model", str(out / "g.pt"),
+                "--checkpoints", str(out / "ckpt"), "--metrics", str(out / "m.json"),
+                "--curves", str(out / "curves.csv"), "--samples", str(out / "s.png"),
+                "--params", str(params_file)]
+
+    _run(args("straight"))
+    process = _start(args("killed"))
+    _kill_after_first_checkpoint(process, tmp_path / "killed" / "ckpt", seed)
+    assert not (tmp_path / "killed" / "g.pt").exists()
+    output = _run(args("killed"))
+    assert "resuming SR training" in output
+    straight = torch.load(tmp_path / "straight" / "g.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "killed" / "g.pt", weights_only=True)["model"]
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], msg=key)
+    curves = pd.read_csv(tmp_path / "killed" / "curves.csv")
+    assert curves["iteration"].tolist() == [10, 20, 30, 40, 50]
+    assert not list((tmp_path / "killed" / "ckpt").glob("*.pt"))  # finished: cleaned up
+
+
+def test_train_classifier_sigkill_and_resume(tmp_path):
+    params_file = write_params(tmp_path / "params.yaml", epochs=4,
+                               classifier={"input": "raw"})
+    crops = tmp_path / "crops"
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(48):
+        label = index % 2
+        image = rng.uniform(0, 0.3, (1, 32, 32))
+        image[:, 8:24, 8:24] += 0.6 * label
+        crop_id = f"c{index:03d}"
+        save_array_atomic(crops / f"{crop_id}.npy", (np.clip(image, 0, 1) * 65535).astype(
+            np.uint16))
+        split = ("train", "train", "val", "test")[index % 4] if index >= 8 else "val"
+        rows.append({"crop_id": crop_id, "group": f"g{index // 2}", "label": label,
+                     "split": split})
+    split_csv = tmp_path / "split.csv"
+    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    _run(["pipeline.augment", "--split", str(split_csv), "--crops", str(crops), "--sr",
+          str(tmp_path / "no_sr"), "--out", str(tmp_path / "aug"), "--metrics",
+          str(tmp_path / "aug.json"), "--params", str(params_file)])
+
+    def args(run: str) -> list[str]:
+        out = tmp_path / run
+        return ["pipeline.train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
+                str(tmp_path / "aug"), "--split", str(split_csv), "--crops", str(crops), "--sr",
+                str(tmp_path / "no_sr"), "--model", str(out / "model.pt"), "--checkpoints",
+                str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",
+                str(out / "curves.csv"), "--params", str(params_file)]
+
+    _run(args("straight"))
+    process = _start(args("killed"))
+    _kill_after_first_checkpoint(process, tmp_path / "killed" / "ckpt", seed=1)
+    output = _run(args("killed"))
+    assert "resuming mobilenet_v3_small" in output
+    straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    for key in straight["model"]:
+        torch.testing.assert_close(resumed["model"][key], straight["model"][key], msg=key)
+    assert pd.read_csv(tmp_path / "killed" / "curves.csv")["epoch"].tolist() == [1, 2, 3, 4]
