@@ -124,7 +124,8 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     discriminator = build_discriminator(params.hr_patch, params.disc_feat).to(device)
     memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
     generator.to(memory_format=memory_format)
-    discriminator.to(memory_format=memory_format)
+    # basicsr's discriminator flattens with .view(), which needs contiguous (NCHW) features,
+    # so it stays in the default memory format and gets contiguous inputs.
     ema = EMA(generator, params.ema_decay)
     perceptual = None
     if params.weight_perceptual > 0 and params.iters_gan > 0:
@@ -263,8 +264,8 @@ def _gan_step(generator, discriminator, gan_loss, perceptual, lr_batch, hr_batch
         p.requires_grad_(False)
     with autocast_for(device, params.precision):
         sr_batch = generator(lr_batch)
-        real_pred = discriminator(hr_batch).detach().float()
-        fake_pred = discriminator(sr_batch).float()
+        real_pred = discriminator(hr_batch.contiguous()).detach().float()
+        fake_pred = discriminator(sr_batch.contiguous()).float()
         loss_pixel = params.weight_pixel * F.l1_loss(sr_batch.float(), hr_batch)
         loss_perceptual = (params.weight_perceptual * perceptual(sr_batch.float(), hr_batch)
                            if perceptual is not None else torch.zeros((), device=device))
@@ -281,8 +282,8 @@ def _gan_step(generator, discriminator, gan_loss, perceptual, lr_batch, hr_batch
     for p in discriminator.parameters():
         p.requires_grad_(True)
     with autocast_for(device, params.precision):
-        fake_detached = discriminator(sr_batch.detach()).float()
-        real_pred = discriminator(hr_batch).float()
+        fake_detached = discriminator(sr_batch.detach().contiguous()).float()
+        real_pred = discriminator(hr_batch.contiguous()).float()
         loss_d_real = gan_loss(real_pred - fake_detached.mean().detach(), True, is_disc=True) * 0.5
         loss_d_fake = gan_loss(fake_detached - real_pred.mean().detach(), False, is_disc=True) * 0.5
     loss_d = loss_d_real + loss_d_fake

@@ -23,9 +23,12 @@ def make_pairs(scale: int, n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
     return {"train_hr": hr, "train_lr": lr.numpy(), "val_hr": hr[:2], "val_lr": lr[:2].numpy()}
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-def test_training_runs_at_scale_and_reports_metrics(params, tmp_path, scale):
-    sr_params = dataclasses.replace(params.sr, scale=scale)
+@pytest.mark.parametrize("scale, precision, channels_last", [(2, "fp32", False),
+                                                             (4, "bf16", True)])
+def test_training_runs_at_scale_and_reports_metrics(params, tmp_path, scale, precision,
+                                                    channels_last):
+    sr_params = dataclasses.replace(params.sr, scale=scale, precision=precision,
+                                    channels_last=channels_last)
     result = train_sr(make_pairs(scale), sr_params, torch.device("cpu"), 0, tmp_path)
     metrics = result["metrics"]
     for key in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "psnr_phase1", "train_seconds"):
