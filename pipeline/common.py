@@ -221,7 +221,7 @@ def stage_main(func: Callable[[], Any]) -> Callable[[], None]:
         try:
             func()
         except (PipelineError, ParamsError) as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")

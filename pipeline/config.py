@@ -197,6 +197,9 @@ class Params:
         dev = self.device
         _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
                "device", f"auto | cpu | cuda | cuda:N, got {dev!r}")
+        _check(self.data.crop_size >= self.sr.hr_patch, "data.crop_size",
+               f"crops of {self.data.crop_size} px are smaller than the SR patch "
+               f"(sr.hr_patch: {self.sr.hr_patch}); use larger crops or sr.hr_patch: 128")
 
 
 def _check(ok: bool, key: str, why: str) -> None:
