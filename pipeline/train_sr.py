@@ -176,7 +176,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
 
     def validate(phase: str, running: dict[str, list[float]]) -> dict:
         scores = evaluate_sr(ema.model, pairs["val_lr"], pairs["val_hr"], params.scale, device,
-                             params.infer_batch, params.precision)
+                             params.batch_size, params.precision)
         row = {"iteration": iteration, "phase": phase}
         row |= {k: float(np.mean(v)) for k, v in running.items() if v}
         row |= scores
