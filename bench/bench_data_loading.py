@@ -44,7 +44,8 @@ def main() -> None:
             return [from_uint16(load_array(p)) for p in cache_files]
 
         timings = {}
-        for name, fn in (("decode raw TIFF (baseline)", decode_raw), ("ingested cache", read_cache)):
+        for name, fn in (("decode raw TIFF (baseline)", decode_raw),
+                         ("ingested cache", read_cache)):
             fn()  # warm the page cache so both read from memory
             start = time.perf_counter()
             fn()
