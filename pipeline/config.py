@@ -177,6 +177,14 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
+class DistributedParams:
+    nproc: int  # processes per node for train_sr and train_classifier (torchrun when > 1)
+
+    def validate(self) -> None:
+        _check(self.nproc >= 1, "distributed.nproc", ">= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     device: str
@@ -189,6 +197,7 @@ class Params:
     sr: SRParams
     augment: AugmentParams
     classifier: ClassifierParams
+    distributed: DistributedParams
 
     def validate(self) -> None:
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

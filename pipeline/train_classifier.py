@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from models.classifier import WeightsError, build_classifier
 from models.sr import autocast_for
@@ -40,6 +40,16 @@ from pipeline.common import (
 )
 from pipeline.config import Params, load_params
 from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.distributed import (
+    SINGLE_PROCESS,
+    DistContext,
+    barrier,
+    init_distributed,
+    mean_across_ranks,
+    replica_digests,
+    shutdown,
+    wrap,
+)
 from pipeline.images import from_uint16
 
 EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap", "num_workers"}
@@ -99,8 +109,14 @@ def load_checkpoint(path: Path, config: dict) -> dict | None:
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
                      val_images: torch.Tensor, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
-                     stop_after_epoch: int | None = None) -> dict:
-    """Train with resume; return {best_state, curves, metrics} (best_state None if stopped)."""
+                     stop_after_epoch: int | None = None,
+                     context: DistContext = SINGLE_PROCESS) -> dict:
+    """Train with resume; return {best_state, curves, metrics} (best_state None if stopped).
+
+    Under torchrun (`context.enabled`) each rank trains on its shard of every epoch with
+    batch_size / world_size images per step, so the global batch is still `batch_size`;
+    only rank 0 writes checkpoints.
+    """
     cp = params.classifier
     digest = hashlib.sha256(train_images.numpy().tobytes() + train_labels.tobytes()
                             + val_images.numpy().tobytes()).hexdigest()
@@ -109,8 +125,9 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     checkpoint_path = checkpoint_dir / f"{backbone}-{key}.pt"
     remove_stale_temporaries(checkpoint_dir)
     seed_everything(params.seed, deterministic=device.type == "cpu")
-    if device.type == "cuda" and not cp.compile:
-        torch.backends.cudnn.benchmark = False  # determinism asked by seed_everything
+    if device.type == "cuda":
+        # Fixed input sizes: let cuDNN pick the fastest kernels (not bit-reproducible on GPU).
+        torch.backends.cudnn.benchmark = True
 
     try:
         model, loaded = build_classifier(backbone, cp.pretrained)
@@ -118,13 +135,25 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
         raise PipelineError(str(exc)) from None
     memory_format = torch.channels_last if cp.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    run_model = torch.compile(model) if cp.compile else model
+    parallel_model = wrap(model, context, device)
+    run_model = torch.compile(parallel_model) if cp.compile else parallel_model
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay)
     sampler = torch.Generator().manual_seed(params.seed)
-    loader = DataLoader(TensorDataset(train_images, torch.from_numpy(train_labels).long()),
-                        batch_size=params.batch_size, shuffle=True, generator=sampler,
-                        drop_last=len(train_images) > params.batch_size,
-                        num_workers=cp.num_workers, pin_memory=device.type == "cuda")
+    dataset = TensorDataset(train_images, torch.from_numpy(train_labels).long())
+    if context.enabled:
+        if params.batch_size % context.world_size:
+            raise PipelineError(f"batch_size {params.batch_size} does not divide over "
+                                f"{context.world_size} processes")
+        shard_sampler = DistributedSampler(dataset, context.world_size, context.rank,
+                                           shuffle=True, seed=params.seed, drop_last=True)
+        loader = DataLoader(dataset, batch_size=params.batch_size // context.world_size,
+                            sampler=shard_sampler, drop_last=True, num_workers=cp.num_workers,
+                            pin_memory=device.type == "cuda")
+    else:
+        shard_sampler = None
+        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True,
+                            generator=sampler, drop_last=len(train_images) > params.batch_size,
+                            num_workers=cp.num_workers, pin_memory=device.type == "cuda")
     total_steps = params.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=cp.precision == "fp16")
@@ -152,6 +181,8 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
             model.train()
+            if shard_sampler is not None:
+                shard_sampler.set_epoch(epoch)  # a different, reproducible shuffle per epoch
             started = time.perf_counter()
             losses, scores, targets = [], [], []
             for images, labels in loader:
@@ -184,7 +215,7 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                 torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7),
                 torch.from_numpy(val_labels).double()))
             epoch += 1
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+            row = {"epoch": epoch, "train_loss": mean_across_ranks(float(np.mean(losses)), context),
                    "train_accuracy": float(((train_scores >= 0.5) == train_targets).mean()),
                    "train_auc": _safe_auc(train_targets, train_scores),
                    "val_loss": val_loss,
@@ -196,13 +227,15 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                 best = {"auc": row["val_auc"], "epoch": epoch,
                         "state": {k: v.detach().cpu().clone()
                                   for k, v in model.state_dict().items()}}
-            save_torch_atomic(checkpoint_path, {
-                "config": config, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(),
-                "curves": curves, "train_seconds": seconds, "images_seen": images_seen,
-                "best_auc": best["auc"], "best_epoch": best["epoch"],
-                "best_state": best["state"]})
+            if context.is_main:
+                save_torch_atomic(checkpoint_path, {
+                    "config": config, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(),
+                    "curves": curves, "train_seconds": seconds, "images_seen": images_seen,
+                    "best_auc": best["auc"], "best_epoch": best["epoch"],
+                    "best_state": best["state"]})
+            barrier(context)
             bar.update(task, completed=epoch, status=(
                 f"loss {row['train_loss']:.3f} val_auc {row['val_auc']:.3f} "
                 f"val_acc {row['val_accuracy']:.3f}"))
@@ -215,7 +248,9 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                "train_images_per_s": round(images_seen / max(seconds, 1e-9), 2),
                "peak_memory_mb": round(peak_memory_mb(device), 1),
                "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-               "pretrained": loaded, "epochs": epoch, "environment": environment_record(device)}
+               "pretrained": loaded, "epochs": epoch, "world_size": context.world_size,
+               "replica_weight_digests": replica_digests(model, context),
+               "environment": environment_record(device)}
     return {"best_state": best["state"], "curves": curves, "metrics": metrics,
             "checkpoint": checkpoint_path, "epoch": epoch}
 
@@ -237,7 +272,7 @@ def main() -> None:
     params = load_params(args.params)
     if args.backbone not in params.classifier.backbones:
         raise PipelineError(f"backbone {args.backbone!r} is not in classifier.backbones")
-    device = resolve_device(params.device)
+    context, device = init_distributed(resolve_device(params.device))
     train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy()
     val = split_subset(pd.read_csv(args.split), "val")
@@ -246,7 +281,12 @@ def main() -> None:
     if train_images.shape[-1] != params.classifier.image_size:
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     result = train_classifier(args.backbone, train_images, train_labels, val_images,
-                              val["label"].to_numpy(), params, device, args.checkpoints)
+                              val["label"].to_numpy(), params, device, args.checkpoints,
+                              context=context)
+    shutdown(context)
+    if not context.is_main:
+        console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")
+        return
     save_torch_atomic(args.model, {"model": result["best_state"], "backbone": args.backbone,
                                    "best_epoch": result["metrics"]["best_epoch"]})
     write_csv_atomic(args.curves, pd.DataFrame(result["curves"]))

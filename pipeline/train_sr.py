@@ -41,6 +41,15 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import SRParams, load_params
+from pipeline.distributed import (
+    SINGLE_PROCESS,
+    DistContext,
+    barrier,
+    init_distributed,
+    replica_digests,
+    shutdown,
+    wrap,
+)
 from pipeline.sr_metrics import evaluate_sr, save_sr_samples
 
 # Keys that change what is trained; inference-only keys may change without a retrain.
@@ -109,9 +118,21 @@ def _check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
                 "sr.precision: fp32")
 
 
+def batch_indices(n: int, batch: int, seed: int, rank: int, iteration: int) -> torch.Tensor:
+    """Training batch for (rank, iteration): a pure function, so a resumed run draws the
+    same batches as an uninterrupted one, and ranks draw different ones."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank * 100_003 + iteration)
+    return torch.randint(n, (batch,), generator=generator)
+
+
 def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.device, seed: int,
-             checkpoint_dir: Path, stop_after: int | None = None) -> dict:
-    """Train (or resume) and return {ema_state, metrics, log}; `stop_after` is for tests."""
+             checkpoint_dir: Path, stop_after: int | None = None,
+             context: DistContext = SINGLE_PROCESS) -> dict:
+    """Train (or resume) and return {ema_state, metrics, log}; `stop_after` is for tests.
+
+    Under torchrun each rank draws sr.batch_size / world_size pairs per step (the global
+    batch stays sr.batch_size); DDP averages gradients; rank 0 validates and checkpoints.
+    """
     config = training_config(params, seed, pairs)
     checkpoint_path = checkpoint_path_for(checkpoint_dir, config)
     remove_stale_temporaries(checkpoint_dir)
@@ -126,6 +147,12 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     generator.to(memory_format=memory_format)
     # basicsr's discriminator flattens with .view(), which needs contiguous (NCHW) features,
     # so it stays in the default memory format and gets contiguous inputs.
+    if params.batch_size % context.world_size:
+        raise PipelineError(f"sr.batch_size {params.batch_size} does not divide over "
+                            f"{context.world_size} processes")
+    rank_batch = params.batch_size // context.world_size
+    generator_train = wrap(generator, context, device)
+    discriminator_train = wrap(discriminator, context, device)
     ema = EMA(generator, params.ema_decay)
     perceptual = None
     if params.weight_perceptual > 0 and params.iters_gan > 0:
@@ -146,7 +173,6 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     sched_d = torch.optim.lr_scheduler.MultiStepLR(
         opt_d, _milestones(params.lr_milestones, max(params.iters_gan, 1)), 0.5)
     scaler = torch.amp.GradScaler(device.type, enabled=params.precision == "fp16")
-    sampler = torch.Generator().manual_seed(seed)
 
     iteration, log, psnr_phase1, seconds = 0, [], {}, 0.0
     state = load_checkpoint(checkpoint_path, config)
@@ -158,23 +184,27 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
                          (sched_psnr, "sched_psnr"), (sched_gan, "sched_gan"),
                          (sched_d, "sched_d")):
             obj.load_state_dict(state[key])
-        sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         iteration, log = state["iteration"], state["log"]
         psnr_phase1, seconds = state["phase1"], state["train_seconds"]
         console.print(f"resuming SR training from {checkpoint_path} at iteration {iteration}")
 
     def save_checkpoint() -> None:
+        if not context.is_main:
+            return
         save_torch_atomic(checkpoint_path, {
             "config": config, "iteration": iteration, "generator": generator.state_dict(),
             "ema": ema.model.state_dict(), "discriminator": discriminator.state_dict(),
             "opt_psnr": opt_psnr.state_dict(), "opt_gan": opt_gan.state_dict(),
             "opt_d": opt_d.state_dict(), "sched_psnr": sched_psnr.state_dict(),
             "sched_gan": sched_gan.state_dict(), "sched_d": sched_d.state_dict(),
-            "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(), "log": log,
+            "torch_rng": torch.get_rng_state(), "log": log,
             "phase1": psnr_phase1, "train_seconds": seconds})
 
     def validate(phase: str, running: dict[str, list[float]]) -> dict:
+        if not context.is_main:
+            running.clear()
+            return {}
         scores = evaluate_sr(ema.model, pairs["val_lr"], pairs["val_hr"], params.scale, device,
                              params.batch_size, params.precision)
         row = {"iteration": iteration, "phase": phase}
@@ -194,7 +224,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
             if stop_after is not None and iteration >= stop_after:
                 break
             started = time.perf_counter()
-            index = torch.randint(len(train_lr), (params.batch_size,), generator=sampler)
+            index = batch_indices(len(train_lr), rank_batch, seed, context.rank, iteration)
             lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
                 memory_format=memory_format)
             hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
@@ -202,7 +232,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
             phase = "psnr" if iteration < params.iters_psnr else "gan"
             if phase == "psnr":
                 with autocast_for(device, params.precision):
-                    sr_batch = generator(lr_batch)
+                    sr_batch = generator_train(lr_batch)
                     loss_pixel = F.l1_loss(sr_batch.float(), hr_batch)
                 _check_finite({"loss_pixel": loss_pixel}, iteration)
                 opt_psnr.zero_grad(set_to_none=True)
@@ -211,8 +241,9 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
                 sched_psnr.step()
                 running.setdefault("loss_pixel", []).append(loss_pixel.item())
             else:
-                losses = _gan_step(generator, discriminator, gan_loss, perceptual, lr_batch,
-                                   hr_batch, params, device, opt_gan, opt_d, scaler, iteration)
+                losses = _gan_step(generator_train, discriminator, discriminator_train, gan_loss,
+                                   perceptual, lr_batch, hr_batch, params, device, opt_gan,
+                                   opt_d, scaler, iteration)
                 sched_gan.step()
                 sched_d.step()
                 for key, value in losses.items():
@@ -238,9 +269,14 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
 
     if iteration < total:  # stopped early on purpose (tests): leave the checkpoint for resume
         save_checkpoint()
+        barrier(context)
         return {"ema_state": None, "metrics": None, "log": log, "iteration": iteration,
                 "checkpoint": checkpoint_path}
 
+    digests = replica_digests(generator, context)  # collective: every rank takes part
+    if not context.is_main:
+        return {"ema_state": None, "metrics": None, "log": log, "iteration": iteration,
+                "checkpoint": checkpoint_path}
     final = log[-1]
     metrics = {
         "psnr": final["psnr"], "ssim": final["ssim"],
@@ -250,6 +286,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
         "generator_params_millions": round(sum(p.numel() for p in generator.parameters()) / 1e6,
                                            4),
         "perceptual_loss": "vgg19:" + Path(params.vgg_weights).name if perceptual else "off",
+        "world_size": context.world_size, "replica_weight_digests": digests,
         "environment": environment_record(device),
     }
     return {"ema_state": {k: v.detach().cpu() for k, v in ema.model.state_dict().items()},
@@ -257,14 +294,21 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
             "checkpoint": checkpoint_path}
 
 
-def _gan_step(generator, discriminator, gan_loss, perceptual, lr_batch, hr_batch,
-              params: SRParams, device, opt_g, opt_d, scaler, iteration) -> dict[str, float]:
-    """One ESRGAN step: relativistic average GAN loss for G, then for D."""
+def _gan_step(generator, discriminator, discriminator_train, gan_loss, perceptual, lr_batch,
+              hr_batch, params: SRParams, device, opt_g, opt_d, scaler,
+              iteration) -> dict[str, float]:
+    """One ESRGAN step: relativistic average GAN loss for G, then for D.
+
+    `discriminator` is the bare module, `discriminator_train` the (possibly DDP-wrapped)
+    one whose gradients are synchronised. The generator's step only needs gradients
+    through D's input, so it uses the bare module with D's parameters frozen.
+    """
+    hr_batch = hr_batch.contiguous()
     for p in discriminator.parameters():
         p.requires_grad_(False)
     with autocast_for(device, params.precision):
         sr_batch = generator(lr_batch)
-        real_pred = discriminator(hr_batch.contiguous()).detach().float()
+        real_pred = discriminator(hr_batch).detach().float()
         fake_pred = discriminator(sr_batch.contiguous()).float()
         loss_pixel = params.weight_pixel * F.l1_loss(sr_batch.float(), hr_batch)
         loss_perceptual = (params.weight_perceptual * perceptual(sr_batch.float(), hr_batch)
@@ -281,20 +325,26 @@ def _gan_step(generator, discriminator, gan_loss, perceptual, lr_batch, hr_batch
 
     for p in discriminator.parameters():
         p.requires_grad_(True)
-    with autocast_for(device, params.precision):
-        fake_detached = discriminator(sr_batch.detach().contiguous()).float()
-        real_pred = discriminator(hr_batch.contiguous()).float()
-        loss_d_real = gan_loss(real_pred - fake_detached.mean().detach(), True, is_disc=True) * 0.5
-        loss_d_fake = gan_loss(fake_detached - real_pred.mean().detach(), False, is_disc=True) * 0.5
-    loss_d = loss_d_real + loss_d_fake
-    _check_finite({"loss_d": loss_d}, iteration)
+    fake_input = sr_batch.detach().contiguous()
     opt_d.zero_grad(set_to_none=True)
-    scaler.scale(loss_d).backward()
+    # One forward and one backward at a time (as basicsr does), which DDP requires.
+    with torch.no_grad(), autocast_for(device, params.precision):
+        fake_reference = discriminator(fake_input).float().mean()
+    with autocast_for(device, params.precision):
+        real_pred = discriminator_train(hr_batch).float()
+        loss_d_real = gan_loss(real_pred - fake_reference, True, is_disc=True) * 0.5
+    _check_finite({"loss_d_real": loss_d_real}, iteration)
+    scaler.scale(loss_d_real).backward()
+    with autocast_for(device, params.precision):
+        fake_pred = discriminator_train(fake_input).float()
+        loss_d_fake = gan_loss(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
+    _check_finite({"loss_d_fake": loss_d_fake}, iteration)
+    scaler.scale(loss_d_fake).backward()
     scaler.step(opt_d)
     return {"loss_pixel": loss_pixel.item(), "loss_perceptual": loss_perceptual.item(),
-            "loss_gan": loss_gan.item(), "loss_d": loss_d.item(),
-            "d_real": torch.sigmoid(real_pred).mean().item(),
-            "d_fake": torch.sigmoid(fake_detached).mean().item()}
+            "loss_gan": loss_gan.item(), "loss_d": (loss_d_real + loss_d_fake).item(),
+            "d_real": torch.sigmoid(real_pred.detach()).mean().item(),
+            "d_fake": torch.sigmoid(fake_pred.detach()).mean().item()}
 
 
 @stage_main
@@ -309,10 +359,14 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    device = resolve_device(params.device)
+    context, device = init_distributed(resolve_device(params.device))
     pairs = {name: load_array(args.pairs / f"{name}.npy")
              for name in ("train_lr", "train_hr", "val_lr", "val_hr")}
-    result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints)
+    result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints, context=context)
+    shutdown(context)
+    if not context.is_main:
+        console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")
+        return
 
     model_config = {k: getattr(params.sr, k) for k in ("scale", "num_feat", "num_block",
                                                        "num_grow_ch", "residual")}

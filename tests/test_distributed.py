@@ -1,0 +1,96 @@
+"""Two processes with the gloo backend on CPU (torchrun), through the params switch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.common import save_array_atomic
+from tests.conftest import REPO, write_params
+from tests.test_sr import make_pairs
+
+
+def _launch(nproc: int, module: str, args: list[str], log_dir: Path) -> None:
+    # The same launcher the DVC stage uses; torchrun's per-rank logs go to log_dir.
+    command = [sys.executable, "-m", "pipeline.launch", "--nproc", str(nproc), module, *args]
+    env = {"OMP_NUM_THREADS": "1", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+           "TORCHELASTIC_ERROR_FILE": str(log_dir / "error.json"),
+           "HOME": str(log_dir)}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (log_dir / "out.txt").write_text(result.stdout + result.stderr)
+
+
+def test_classifier_two_ranks_gloo(tmp_path):
+    params_file = write_params(tmp_path / "params.yaml", epochs=3, lr=0.003, batch_size=8,
+                               classifier={"input": "raw"}, distributed={"nproc": 2})
+    crops = tmp_path / "crops"
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(64):
+        label = index % 2
+        image = rng.uniform(0, 0.3, (1, 32, 32))
+        image[:, 8:24, 8:24] += 0.6 * label
+        save_array_atomic(crops / f"c{index:03d}.npy",
+                          (np.clip(image, 0, 1) * 65535).astype(np.uint16))
+        rows.append({"crop_id": f"c{index:03d}", "group": f"g{index // 2}", "label": label,
+                     "split": "val" if index < 16 else "train"})
+    split_csv = tmp_path / "split.csv"
+    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    aug = subprocess.run([sys.executable, "-m", "pipeline.augment", "--split", str(split_csv),
+                          "--crops", str(crops), "--sr", str(tmp_path / "none"), "--out",
+                          str(tmp_path / "aug"), "--metrics", str(tmp_path / "aug.json"),
+                          "--params", str(params_file)], cwd=REPO, capture_output=True,
+                         text=True)
+    assert aug.returncode == 0, aug.stderr
+    out = tmp_path / "out"
+    out.mkdir()
+    _launch(2, "pipeline.train_classifier", [
+        "--backbone", "mobilenet_v3_small", "--augmented", str(tmp_path / "aug"), "--split",
+        str(split_csv), "--crops", str(crops), "--sr", str(tmp_path / "none"), "--model",
+        str(out / "model.pt"), "--checkpoints", str(out / "ckpt"), "--metrics",
+        str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--params",
+        str(params_file)], tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    digests = metrics["replica_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # replicas identical
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves["train_loss"].iloc[-1] < curves["train_loss"].iloc[0]  # loss falls
+    log = (tmp_path / "out.txt").read_text()
+    assert "rank 1: training done; rank 0 writes the outputs" in log
+    assert log.count("mobilenet_v3_small: best epoch") == 1  # only rank 0 wrote and reported
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "curves.csv", "metrics.json",
+                                                     "model.pt"]
+    assert torch.load(out / "model.pt", weights_only=True)["backbone"] == "mobilenet_v3_small"
+
+
+def test_sr_two_ranks_gloo(tmp_path):
+    params_file = write_params(tmp_path / "params.yaml", distributed={"nproc": 2},
+                               sr={"batch_size": 4, "iters_psnr": 8, "iters_gan": 4,
+                                   "val_every": 4})
+    pairs = tmp_path / "pairs"
+    for name, array in make_pairs(4, n=8).items():
+        save_array_atomic(pairs / f"{name}.npy", array)
+    out = tmp_path / "out"
+    _launch(2, "pipeline.train_sr", [
+        "--pairs", str(pairs), "--model", str(out / "g.pt"), "--checkpoints",
+        str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",
+        str(out / "curves.csv"), "--samples", str(out / "s.png"), "--params",
+        str(params_file)], tmp_path)
+    metrics = json.loads((out / "m.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["iterations"] == 12
+    digests = metrics["replica_weight_digests"]
+    assert digests[0] == digests[1]
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves["loss_pixel"].iloc[1] < curves["loss_pixel"].iloc[0]
+    log = (tmp_path / "out.txt").read_text()
+    assert "rank 1: training done; rank 0 writes the outputs" in log
+    assert log.count("SR (EMA, validation)") == 1
