@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pipeline.common import (
     write_text_atomic,
 )
 from pipeline.config import load_params
-from pipeline.metrics import roc_points
+from pipeline.metrics import delong_test, paired_bootstrap_auc_difference, roc_points, sample_level
 
 COLUMNS = [
     ("crop", "auc"), ("crop", "auc_ci_low"), ("crop", "auc_ci_high"), ("crop", "accuracy"),
@@ -57,6 +58,36 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,
+                       seed: int) -> pd.DataFrame:
+    """Every pair of backbones on the same test samples: AUC difference, paired bootstrap
+    95% interval and DeLong's p-value, at sample level (the patient is the unit)."""
+    samples = {}
+    for backbone in backbones:
+        predictions = pd.read_csv(eval_dir / backbone / "predictions.csv")
+        samples[backbone] = sample_level(predictions).set_index("group").sort_index()
+    rows = []
+    for a, b in itertools.combinations(backbones, 2):
+        left, right = samples[a], samples[b]
+        if not left.index.equals(right.index):
+            raise PipelineError(f"{a} and {b} were evaluated on different test samples")
+        labels = left["label"].to_numpy()
+        row = {"backbone_a": a, "backbone_b": b, "level": "sample", "samples": len(labels)}
+        try:
+            test = delong_test(labels, left["prob"].to_numpy(), right["prob"].to_numpy())
+            low, high = paired_bootstrap_auc_difference(
+                labels, left["prob"].to_numpy(), right["prob"].to_numpy(), resamples, seed)
+        except ValueError as exc:  # too few samples of a class
+            console.print(f"[yellow]paired test {a} vs {b} skipped: {exc}[/]")
+            continue
+        row |= {"auc_a": test["auc_a"], "auc_b": test["auc_b"],
+                "auc_difference": test["difference"], "difference_ci_low": low,
+                "difference_ci_high": high, "delong_z": test["z"],
+                "delong_p_value": test["p_value"]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
     import matplotlib
 
@@ -91,10 +122,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="reports/compare")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    backbones = load_params(args.params).classifier.backbones
+    params = load_params(args.params)
+    backbones = params.classifier.backbones
     frame = comparison_table(args.eval_dir, backbones)
+    paired = paired_comparisons(args.eval_dir, backbones, params.classifier.bootstrap,
+                                params.seed)
     write_csv_atomic(args.out / "table.csv", frame)
-    write_text_atomic(args.out / "table.md", markdown_table(frame))
+    write_csv_atomic(args.out / "paired.csv", paired)
+    write_text_atomic(args.out / "table.md", markdown_table(frame) + (
+        "\n## Paired comparisons (same test samples)\n\n" + markdown_table(paired)
+        if not paired.empty else ""))
     plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
 
     table = Table(title="Backbones on the held-out test split (samples never seen in training)")
@@ -110,6 +147,11 @@ def main() -> None:
                       f"{row.train_seconds:.0f}", f"{row.peak_memory_mb:.0f}",
                       f"{row.infer_ms_per_image:.1f}")
     console.print(table)
+    for row in paired.itertuples(index=False):
+        console.print(f"{row.backbone_a} vs {row.backbone_b} (sample level, {row.samples} "
+                      f"samples): AUC difference {row.auc_difference:+.3f} "
+                      f"[{row.difference_ci_low:+.3f}, {row.difference_ci_high:+.3f}], "
+                      f"DeLong p = {row.delong_p_value:.3g}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pipeline.common import (
 )
 from pipeline.config import load_params
 from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.explain import class_names_from, save_gradcam_grid
 from pipeline.metrics import evaluation_report, roc_points
 from pipeline.train_classifier import predict_proba
 
@@ -99,6 +100,8 @@ def main() -> None:
                "test_crops": len(test), "test_samples": int(test["group"].nunique()),
                "environment": environment_record(device)}
     write_csv_atomic(args.out / "predictions.csv", predictions)
+    save_gradcam_grid(model, args.backbone, images, predictions, class_names_from(test),
+                      args.out / "gradcam.png", device)
     write_json_atomic(args.out / "roc.json", {"roc": roc_points(predictions["label"].to_numpy(),
                                                                 prob)})
     write_json_atomic(args.out / "metrics.json", metrics)

@@ -99,3 +99,85 @@ def roc_points(labels: np.ndarray, prob_positive: np.ndarray) -> list[dict[str, 
     thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first; JSON cannot hold it
     return [{"fpr": float(f), "tpr": float(t), "threshold": float(th)}
             for f, t, th in zip(fpr, tpr, thresholds)]
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values))
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = 0.5 * (start + end) + 1  # ties share their mean rank
+        start = end + 1
+    return ranks
+
+
+def delong_test(labels: np.ndarray, scores_a: np.ndarray,
+                scores_b: np.ndarray) -> dict[str, float]:
+    """DeLong's test for two correlated ROC AUCs on the same cases (DeLong et al. 1988).
+
+    Uses the midrank formulation of Sun & Xu (2014). Returns both AUCs, their difference,
+    its standard error, z and the two-sided p-value.
+    """
+    from scipy.stats import norm
+
+    labels = np.asarray(labels).astype(int)
+    positives, negatives = labels == 1, labels == 0
+    m, n = positives.sum(), negatives.sum()
+    if m < 2 or n < 2:
+        raise ValueError("DeLong's test needs at least two cases of each class")
+    aucs, v10, v01 = [], [], []
+    for scores in (np.asarray(scores_a, float), np.asarray(scores_b, float)):
+        pos, neg = scores[positives], scores[negatives]
+        all_ranks = _midranks(np.concatenate([pos, neg]))
+        pos_ranks, neg_ranks = _midranks(pos), _midranks(neg)
+        auc = (all_ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
+        aucs.append(auc)
+        v10.append((all_ranks[:m] - pos_ranks) / n)        # structural components, positives
+        v01.append(1 - (all_ranks[m:] - neg_ranks) / m)    # and negatives
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    covariance = s10 / m + s01 / n
+    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    difference = aucs[0] - aucs[1]
+    if variance <= 0:
+        z, p = (0.0, 1.0) if difference == 0 else (float("inf"), 0.0)
+    else:
+        z = difference / np.sqrt(variance)
+        p = float(2 * norm.sf(abs(z)))
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": float(difference),
+            "se": float(np.sqrt(max(variance, 0.0))), "z": float(z), "p_value": p}
+
+
+def paired_bootstrap_auc_difference(labels: np.ndarray, scores_a: np.ndarray,
+                                    scores_b: np.ndarray, resamples: int, seed: int,
+                                    alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of AUC(a) - AUC(b), resampling the same cases for both."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    differences = []
+    for _ in range(resamples):
+        index = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[index])) < 2:
+            continue
+        differences.append(roc_auc_score(labels[index], scores_a[index])
+                           - roc_auc_score(labels[index], scores_b[index]))
+    low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def bootstrap_metric_interval(frame: pd.DataFrame, metric: str, resamples: int, seed: int,
+                              alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of a thresholded metric (e.g. balanced_accuracy) over rows."""
+    rng = np.random.default_rng(seed)
+    labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
+    values = []
+    for _ in range(resamples):
+        index = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[index])) < 2:
+            continue
+        values.append(binary_metrics(labels[index], probs[index])[metric])
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)

@@ -201,3 +201,37 @@ def test_classifier_checkpoint_with_other_params_is_refused(params, tmp_path):
     torch.save(state, stopped["checkpoint"])
     with pytest.raises(PipelineError, match="other params"):
         train_classifier(*args, tmp_path)
+
+
+def test_delong_matches_sklearn_auc_and_bootstrap_spread():
+    from pipeline.metrics import delong_test, paired_bootstrap_auc_difference
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(60), np.zeros(80)].astype(int)
+    strong = labels * 1.5 + rng.normal(0, 1, len(labels))
+    weak = labels * 0.3 + rng.normal(0, 1, len(labels))
+    result = delong_test(labels, strong, weak)
+    assert result["auc_a"] == pytest.approx(roc_auc_score(labels, strong))
+    assert result["auc_b"] == pytest.approx(roc_auc_score(labels, weak))
+    assert result["p_value"] < 0.01  # a clearly better score is detected
+    low, high = paired_bootstrap_auc_difference(labels, strong, weak, 400, seed=0)
+    assert low < result["difference"] < high
+    # DeLong's standard error agrees with the bootstrap's spread (width / 3.92 for 95%)
+    assert (high - low) / 3.92 == pytest.approx(result["se"], rel=0.25)
+    same = delong_test(labels, strong, strong)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    # ties handled by midranks: a constant score has AUC 0.5
+    assert delong_test(labels, strong, np.zeros(len(labels)))["auc_b"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_grad_cam_maps_for_every_backbone(name):
+    from pipeline.explain import CAM_LAYERS, grad_cam
+
+    torch.manual_seed(0)
+    model, _ = build_classifier(name, "none")
+    images = torch.rand(2, 1, 64, 64)
+    maps = grad_cam(model, CAM_LAYERS[name](model), images)
+    assert maps.shape == (2, 64, 64)
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert torch.isfinite(maps).all()
