@@ -79,24 +79,33 @@ def print_grid(frame: pd.DataFrame, level: str) -> None:
         console.print(table)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--level", choices=("crop", "sample"), default="crop")
-    parser.add_argument("--json", type=Path, help="read this file instead of running dvc")
-    args = parser.parse_args()
-    if args.json:
-        raw = json.loads(args.json.read_text())
+def experiments_from_dvc(json_file: Path | None = None) -> list[dict]:
+    """[{name, params, metrics}] for the workspace, its baseline and every experiment."""
+    if json_file is not None:
+        raw = json.loads(json_file.read_text())
     else:
         env = os.environ | {"DVC_NO_ANALYTICS": "1"}
         dvc = str(Path(sys.executable).with_name("dvc"))
         result = subprocess.run([dvc, "exp", "show", "--json"], capture_output=True, text=True,
                                 env=env)
         if result.returncode:
-            console.print(f"[red]dvc exp show failed:[/] {result.stderr.strip()}")
-            sys.exit(1)
+            raise RuntimeError(f"dvc exp show failed: {result.stderr.strip()}")
         raw = json.loads(result.stdout)
     experiments: list[dict] = []
     _walk(raw, experiments)
+    return experiments
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", choices=("crop", "sample"), default="crop")
+    parser.add_argument("--json", type=Path, help="read this file instead of running dvc")
+    args = parser.parse_args()
+    try:
+        experiments = experiments_from_dvc(args.json)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        sys.exit(1)
     print_grid(grid_table(experiments, args.level), args.level)
 
 

@@ -90,6 +90,9 @@ def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int) -> d
         metrics = binary_metrics(frame["label"].to_numpy(), frame["prob"].to_numpy())
         metrics["auc_ci_low"], metrics["auc_ci_high"] = bootstrap_auc_interval(
             predictions, level, resamples, seed)
+        if level == "sample":  # samples are independent units: plain bootstrap over rows
+            low, high = bootstrap_metric_interval(frame, "balanced_accuracy", resamples, seed)
+            metrics["balanced_accuracy_ci_low"], metrics["balanced_accuracy_ci_high"] = low, high
         report[level] = metrics
     return report
 

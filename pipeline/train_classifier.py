@@ -252,7 +252,7 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                "replica_weight_digests": replica_digests(model, context),
                "environment": environment_record(device)}
     return {"best_state": best["state"], "curves": curves, "metrics": metrics,
-            "checkpoint": checkpoint_path, "epoch": epoch}
+            "checkpoint": checkpoint_path, "epoch": epoch, "model": model}
 
 
 @stage_main

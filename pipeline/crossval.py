@@ -1,0 +1,112 @@
+"""Cross-validation by sample: k StratifiedGroupKFold folds, each trained and tested.
+
+One train/test split of a few dozen patients gives a noisy estimate; k folds give each
+sample one turn in the test set and a mean and standard deviation per metric. Folds
+come from the split stage (split.folds); 0 folds means this stage records nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.augment import make_training_set
+from pipeline.common import PipelineError, console, resolve_device, stage_main, write_csv_atomic
+from pipeline.config import Params, load_params
+from pipeline.datasets import image_folder, load_images
+from pipeline.metrics import evaluation_report
+from pipeline.split import fold_assignment
+from pipeline.train_classifier import predict_proba, train_classifier
+
+SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
+
+
+def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, params: Params,
+             device: torch.device, checkpoint_dir: Path) -> dict:
+    assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
+    frame = split_frame.assign(split=assignment)
+    size = params.classifier.image_size
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True)
+             for name in ("train", "val", "test")}
+    images = {name: load_images(folder, part["crop_id"].tolist(), size)
+              for name, part in parts.items()}
+    train_images, train_labels, _ = make_training_set(
+        images["train"], parts["train"]["label"].to_numpy(), params.augment,
+        params.seed + fold, device)
+    result = train_classifier(backbone, train_images, train_labels, images["val"],
+                              parts["val"]["label"].to_numpy(), params, device,
+                              checkpoint_dir / f"{backbone}-fold{fold}")
+    model = result["model"]
+    model.load_state_dict(result["best_state"])
+    prob = predict_proba(model.to(device), images["test"], device,
+                         params.classifier.eval_batch_size, params.classifier.precision,
+                         params.classifier.channels_last)
+    predictions = parts["test"][["crop_id", "group", "label"]].assign(prob=prob)
+    report = evaluation_report(predictions, params.classifier.bootstrap, params.seed)
+    result["checkpoint"].unlink(missing_ok=True)
+    row = {"backbone": backbone, "fold": fold, "test_samples": predictions["group"].nunique(),
+           "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"]}
+    for level in ("crop", "sample"):
+        row |= {f"{level}_{key}": report[level][key] for key in SUMMARY_METRICS}
+    return row
+
+
+def summarise(folds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1) per metric per backbone."""
+    rows = []
+    for backbone, part in folds.groupby("backbone", sort=False):
+        row = {"backbone": backbone, "folds": len(part)}
+        for level in ("crop", "sample"):
+            for key in SUMMARY_METRICS:
+                values = part[f"{level}_{key}"].to_numpy(dtype=float)
+                row[f"{level}_{key}_mean"] = float(np.nanmean(values))
+                row[f"{level}_{key}_sd"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 \
+                    else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--sr", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="reports/crossval")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    params = load_params(args.params)
+    split_frame = pd.read_csv(args.split)
+    if params.split.folds == 0:
+        write_csv_atomic(args.out / "folds.csv", pd.DataFrame(columns=["backbone", "fold"]))
+        write_csv_atomic(args.out / "summary.csv", pd.DataFrame(columns=["backbone", "folds"]))
+        console.print("crossval: split.folds is 0, nothing to do")
+        return
+    if "fold" not in split_frame:
+        raise PipelineError("the split has no fold column; rerun the split stage")
+    device = resolve_device(params.device)
+    folder = image_folder(params.classifier.input, args.crops, args.sr)
+    rows = []
+    for backbone in params.classifier.backbones:
+        for fold in range(params.split.folds):
+            rows.append(run_fold(backbone, fold, split_frame, folder, params, device,
+                                 args.checkpoints))
+            console.print(f"crossval {backbone} fold {fold}: sample AUC "
+                          f"{rows[-1]['sample_auc']:.3f}, crop AUC {rows[-1]['crop_auc']:.3f}")
+    folds = pd.DataFrame(rows)
+    summary = summarise(folds)
+    write_csv_atomic(args.out / "folds.csv", folds)
+    write_csv_atomic(args.out / "summary.csv", summary)
+    for row in summary.itertuples(index=False):
+        console.print(f"{row.backbone}: sample AUC {row.sample_auc_mean:.3f} ± "
+                      f"{row.sample_auc_sd:.3f}, crop AUC {row.crop_auc_mean:.3f} ± "
+                      f"{row.crop_auc_sd:.3f} over {row.folds} folds")
+
+
+if __name__ == "__main__":
+    main()

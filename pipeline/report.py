@@ -1,0 +1,242 @@
+"""One self-contained HTML report of a pipeline run (images embedded, no external files).
+
+Dataset summary, SR quality against bicubic, training curves, the backbone comparison with
+paired tests, ROC curves, confusion matrices, Grad-CAM grids, cross-validation, and the
+environment. Experiment tables (the lr x batch_size grid, the input ablation) come from
+`dvc exp show` and are included when the report is built with --experiments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.common import console, stage_main, write_text_atomic
+from pipeline.config import load_params
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1150px;color:#222;line-height:1.4;padding:0 1em}
+h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{color:#335;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right}th{background:#eef}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
+.note{color:#555;font-size:.9em}.grid{display:flex;flex-wrap:wrap;gap:1em}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img_file(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p class='note'>({html.escape(alt)}: not available)</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
+                         escape=True)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def dataset_section(reports: Path) -> str:
+    ingest, split = _json(reports / "ingest" / "metrics.json"), _json(reports / "split" /
+                                                                        "metrics.json")
+    classes = sorted({k.split("_", 2)[2] for k in split if k.startswith("train_crops_")})
+    rows = []
+    for class_name in classes:
+        row = {"class": class_name}
+        for part in ("train", "val", "test"):
+            row[f"{part} crops"] = split.get(f"{part}_crops_{class_name}")
+            row[f"{part} samples"] = split.get(f"{part}_groups_{class_name}")
+        rows.append(row)
+    text = (f"<p>{ingest.get('crops')} crops from {ingest.get('groups')} samples "
+            f"(positive class: <b>{html.escape(str(ingest.get('positive_class')))}</b>); "
+            f"{ingest.get('skipped_files', 0)} files skipped. Samples never cross splits "
+            f"(samples in two splits: {split.get('groups_in_two_splits')}).</p>")
+    return "<h2>Data</h2>" + text + _table(pd.DataFrame(rows))
+
+
+def sr_section(reports: Path) -> str:
+    metrics = _json(reports / "sr" / "metrics.json")
+    if not metrics:
+        return ""
+    rows = pd.DataFrame([
+        {"model": "bicubic", "PSNR (dB)": metrics["psnr_bicubic"], "SSIM": metrics["ssim_bicubic"]},
+        {"model": "SR after phase 1 (L1)", "PSNR (dB)": metrics["psnr_phase1"],
+         "SSIM": metrics["ssim_phase1"]},
+        {"model": "SR final (EMA, GAN phase)", "PSNR (dB)": metrics["psnr"],
+         "SSIM": metrics["ssim"]}])
+    return ("<h2>Super-resolution (validation crops)</h2>" + _table(rows, 3) +
+            f"<p class='note'>{metrics['iterations']} iterations in "
+            f"{metrics['train_seconds']:.0f} s; perceptual loss: "
+            f"{html.escape(str(metrics.get('perceptual_loss')))}.</p>" +
+            _img_file(reports / "sr" / "samples.png", "SR samples"))
+
+
+def curves_section(reports: Path, backbones: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for backbone in backbones:
+        path = reports / "train" / backbone / "curves.csv"
+        if not path.is_file():
+            continue
+        curves = pd.read_csv(path)
+        line, = axes[0].plot(curves["epoch"], curves["train_loss"], label=f"{backbone} train")
+        axes[0].plot(curves["epoch"], curves["val_loss"], "--", color=line.get_color(),
+                     label=f"{backbone} val")
+        axes[1].plot(curves["epoch"], curves["val_auc"], color=line.get_color(), label=backbone)
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[1].set(title="validation AUC", xlabel="epoch", ylim=(0, 1.02))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return "<h2>Training curves</h2>" + f"<img alt='curves' src='{_png(fig)}'>"
+
+
+def confusion_section(reports: Path, backbones: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.metrics import sample_level
+
+    fig, axes = plt.subplots(2, len(backbones), figsize=(2.6 * len(backbones), 5),
+                             squeeze=False)
+    for column, backbone in enumerate(backbones):
+        path = reports / "eval" / backbone / "predictions.csv"
+        if not path.is_file():
+            continue
+        crops = pd.read_csv(path)
+        samples = sample_level(crops)
+        samples["predicted"] = (samples["prob"] >= 0.5).astype(int)
+        for row, (level, frame) in enumerate((("crops", crops), ("samples", samples))):
+            matrix = pd.crosstab(frame["label"], frame["predicted"]).reindex(
+                index=[0, 1], columns=[0, 1], fill_value=0).to_numpy()
+            ax = axes[row][column]
+            ax.imshow(matrix, cmap="Blues")
+            for (i, j), value in pd.DataFrame(matrix).stack().items():
+                ax.text(j, i, str(value), ha="center", va="center")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="true",
+                   title=f"{backbone}\n{level}")
+    fig.tight_layout()
+    return "<h2>Confusion matrices (test, threshold 0.5)</h2>" + \
+        f"<img alt='confusion' src='{_png(fig)}'>"
+
+
+def comparison_section(reports: Path) -> str:
+    out = "<h2>Backbones on the held-out test samples</h2>"
+    table = reports / "compare" / "table.csv"
+    if table.is_file():
+        frame = pd.read_csv(table)
+        keep = ["backbone", "input", "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high",
+                "crop_accuracy", "crop_balanced_accuracy", "crop_sensitivity",
+                "crop_specificity", "sample_auc", "sample_accuracy", "train_seconds",
+                "peak_memory_mb", "params_millions", "infer_ms_per_image"]
+        out += _table(frame[[c for c in keep if c in frame]])
+    paired = reports / "compare" / "paired.csv"
+    if paired.is_file() and paired.stat().st_size > 1:
+        out += "<h3>Paired comparisons (sample level, DeLong and paired bootstrap)</h3>"
+        out += _table(pd.read_csv(paired))
+    out += _img_file(reports / "compare" / "roc_overlay.png", "ROC curves")
+    return out
+
+
+def gradcam_section(reports: Path, backbones: list[str]) -> str:
+    images = "".join(_img_file(reports / "eval" / b / "gradcam.png", f"Grad-CAM {b}")
+                     for b in backbones)
+    return "<h2>Grad-CAM: where the evidence lies</h2>" + images
+
+
+def crossval_section(reports: Path) -> str:
+    summary = reports / "crossval" / "summary.csv"
+    if not summary.is_file() or summary.stat().st_size <= 1:
+        return ""
+    return ("<h2>Cross-validation by sample (mean ± sd over folds)</h2>" +
+            _table(pd.read_csv(summary)))
+
+
+def experiments_section() -> str:
+    from pipeline.grid import experiments_from_dvc, grid_table
+
+    try:
+        experiments = experiments_from_dvc()
+    except RuntimeError as exc:
+        return f"<p class='note'>experiments unavailable: {html.escape(str(exc))}</p>"
+    out = ""
+    frame = grid_table(experiments, "crop")
+    if not frame.empty and frame[["lr", "batch_size"]].drop_duplicates().shape[0] > 1:
+        pivot = frame.pivot_table(index=["backbone", "lr"], columns="batch_size",
+                                  values="auc", aggfunc="first").reset_index()
+        out += "<h2>lr x batch_size grid (test crop AUC)</h2>" + _table(pivot)
+    from pipeline.ablation import ablation_table
+
+    ablation = ablation_table(experiments)
+    if not ablation.empty and ablation["input"].nunique() > 1:
+        out += "<h2>Ablation: does super-resolution help?</h2>" + _table(ablation)
+    return out
+
+
+def environment_section(reports: Path, backbones: list[str]) -> str:
+    for backbone in backbones:
+        env = _json(reports / "eval" / backbone / "metrics.json").get("environment")
+        if env:
+            rows = pd.DataFrame([{"key": k, "value": str(v)} for k, v in env.items()])
+            return "<h2>Environment</h2>" + _table(rows)
+    return ""
+
+
+def build_report(reports: Path, backbones: list[str], with_experiments: bool) -> str:
+    sections = [dataset_section(reports), sr_section(reports),
+                curves_section(reports, backbones), comparison_section(reports),
+                confusion_section(reports, backbones), gradcam_section(reports, backbones),
+                crossval_section(reports)]
+    if with_experiments:
+        sections.append(experiments_section())
+    sections.append(environment_section(reports, backbones))
+    body = "\n".join(s for s in sections if s)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>TDP-43 pipeline report"
+            f"</title><style>{STYLE}</style></head><body><h1>TDP-43 classification: pipeline "
+            f"report</h1><p class='note'>All figures come from held-out test samples unless "
+            f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
+            f"correct at threshold 0.5.</p>{body}</body></html>\n")
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser.add_argument("--out", type=Path, default=Path("reports/report.html"))
+    parser.add_argument("--experiments", action="store_true",
+                        help="add the lr x batch_size grid and ablation from dvc exp show")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    backbones = load_params(args.params).classifier.backbones
+    write_text_atomic(args.out, build_report(args.reports, backbones, args.experiments))
+    console.print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

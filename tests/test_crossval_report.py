@@ -1,0 +1,43 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.common import save_array_atomic
+from pipeline.config import load_params
+from pipeline.crossval import run_fold, summarise
+from pipeline.split import fold_of_each_crop
+from tests.conftest import write_params
+
+
+def test_summarise_mean_and_sd():
+    folds = pd.DataFrame({"backbone": ["a", "a", "a", "b", "b"],
+                          "fold": [0, 1, 2, 0, 1],
+                          **{f"{lvl}_{k}": [0.8, 0.9, 1.0, 0.5, 0.7]
+                             for lvl in ("crop", "sample")
+                             for k in ("auc", "accuracy", "balanced_accuracy", "sensitivity",
+                                       "specificity")}})
+    summary = summarise(folds).set_index("backbone")
+    assert summary.loc["a", "folds"] == 3
+    assert summary.loc["a", "sample_auc_mean"] == pytest.approx(0.9)
+    assert summary.loc["a", "sample_auc_sd"] == pytest.approx(0.1)
+    assert summary.loc["b", "crop_auc_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_a_fold_trains_and_tests_on_disjoint_groups(tmp_path):
+    params = load_params(write_params(tmp_path / "p.yaml", epochs=1, split={"folds": 3}))
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(72):
+        group, label = index // 3, (index // 3) % 2
+        image = rng.uniform(0, 0.3, (1, 32, 32))
+        image[:, 8:24, 8:24] += 0.6 * label
+        save_array_atomic(tmp_path / "crops" / f"c{index:03d}.npy",
+                          (np.clip(image, 0, 1) * 65535).astype(np.uint16))
+        rows.append({"crop_id": f"c{index:03d}", "group": f"g{group:02d}", "label": label,
+                     "class_name": "ALS" if label else "Control"})
+    frame = pd.DataFrame(rows)
+    frame["fold"] = fold_of_each_crop(frame, 3, 0)
+    row = run_fold("mobilenet_v3_small", 1, frame, tmp_path / "crops", params,
+                   __import__("torch").device("cpu"), tmp_path / "ckpt")
+    assert row["test_samples"] == frame.loc[frame["fold"] == 1, "group"].nunique()
+    assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
