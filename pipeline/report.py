@@ -28,7 +28,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right}th{background:#eef}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
-.note{color:#555;font-size:.9em}.grid{display:flex;flex-wrap:wrap;gap:1em}
+.note{color:#555;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -49,8 +49,9 @@ def _img_file(path: Path, alt: str) -> str:
 
 
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
-                         escape=True)
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
+                          escape=True)
+    return f"<div class='wide'>{table}</div>"
 
 
 def _json(path: Path) -> dict:
@@ -123,7 +124,13 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
 
     from pipeline.metrics import sample_level
 
-    fig, axes = plt.subplots(2, len(backbones), figsize=(2.6 * len(backbones), 5),
+    split = reports.parent / "data" / "split" / "split.csv"
+    names = ["negative", "positive"]
+    if split.is_file():
+        from pipeline.explain import class_names_from
+
+        names = list(class_names_from(pd.read_csv(split)))
+    fig, axes = plt.subplots(2, len(backbones), figsize=(2.8 * len(backbones), 5.4),
                              squeeze=False)
     for column, backbone in enumerate(backbones):
         path = reports / "eval" / backbone / "predictions.csv"
@@ -139,8 +146,8 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
             ax.imshow(matrix, cmap="Blues")
             for (i, j), value in pd.DataFrame(matrix).stack().items():
                 ax.text(j, i, str(value), ha="center", va="center")
-            ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="true",
-                   title=f"{backbone}\n{level}")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names,
+                   xlabel="predicted", ylabel="true", title=f"{backbone}\n{level}")
     fig.tight_layout()
     return "<h2>Confusion matrices (test, threshold 0.5)</h2>" + \
         f"<img alt='confusion' src='{_png(fig)}'>"
