@@ -122,6 +122,31 @@ def write_csv_atomic(path: str | Path, frame) -> None:
     write_text_atomic(path, frame.to_csv(index=False))
 
 
+def load_checkpoint(path: Path, config: dict) -> dict | None:
+    """The training checkpoint at `path` if it was written for exactly `config`.
+
+    Loaded with weights_only=True (no arbitrary unpickling); one written with other params
+    is refused with the differing keys named, never silently reused.
+    """
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PipelineError(f"{path}: cannot be loaded safely (weights_only=True): "
+                            f"{str(exc).splitlines()[0][:200]}; delete it to start over") from None
+    saved = state.get("config", {}) if isinstance(state, dict) else {}
+    if not isinstance(saved, dict) or saved != config:
+        saved = saved if isinstance(saved, dict) else {}
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        raise PipelineError(f"{path}: checkpoint was written with other params (differs in: "
+                            f"{', '.join(changed) or 'format'}); refusing to reuse it. Delete it "
+                            "to start this run from scratch")
+    return state
+
+
 # ---------------------------------------------------------------- run context
 def resolve_device(name: str):
     """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly."""

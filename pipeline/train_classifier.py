@@ -29,6 +29,7 @@ from pipeline.common import (
     console,
     environment_record,
     load_array,
+    load_checkpoint,
     progress,
     remove_stale_temporaries,
     resolve_device,
@@ -90,20 +91,6 @@ def training_config(backbone: str, params: Params, data_digest: str) -> dict:
     if params.augment.online:
         config["augment"] = dataclasses.asdict(params.augment)
     return config
-
-
-def load_checkpoint(path: Path, config: dict) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PipelineError(f"{path}: cannot be loaded safely (weights_only=True): "
-                            f"{str(exc).splitlines()[0][:200]}; delete it to start over") from None
-    if not isinstance(state, dict) or state.get("config") != config:
-        raise PipelineError(f"{path}: checkpoint was written with other params; refusing to "
-                            "reuse it. Delete it to start this run from scratch")
-    return state
 
 
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,

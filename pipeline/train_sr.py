@@ -31,6 +31,7 @@ from pipeline.common import (
     console,
     environment_record,
     load_array,
+    load_checkpoint,
     progress,
     remove_stale_temporaries,
     resolve_device,
@@ -67,24 +68,6 @@ def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -
 def checkpoint_path_for(checkpoint_dir: Path, config: dict) -> Path:
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return checkpoint_dir / f"sr-{key}.pt"
-
-
-def load_checkpoint(path: Path, config: dict) -> dict | None:
-    """The checkpoint at `path` if it was written for exactly `config`; refuse otherwise."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PipelineError(f"{path}: cannot be loaded safely (weights_only=True): "
-                            f"{str(exc).splitlines()[0][:200]}; delete it to start over") from None
-    saved = state.get("config", {}) if isinstance(state, dict) else {}
-    if saved != config:
-        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-        raise PipelineError(f"{path}: checkpoint was written with other params (differs in: "
-                            f"{', '.join(changed) or 'format'}); refusing to reuse it. Delete it "
-                            "to start this run from scratch")
-    return state
 
 
 class EMA:
