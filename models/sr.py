@@ -155,7 +155,12 @@ def upscale_tiled(model: nn.Module, image: torch.Tensor, scale: int, tile: int, 
         chunk = jobs[first:first + batch]
         tiles = torch.stack([image[i, :, y:y + tile_h, x:x + tile_w] for i, y, x in chunk])
         with autocast_for(device, precision):
-            pred = model(tiles.to(device, non_blocking=True))
+            # Follow the model's memory format (channels_last models want NHWC inputs).
+            channels_last = next(model.parameters()).is_contiguous(
+                memory_format=torch.channels_last) and tiles.shape[-1] > 1
+            tiles = tiles.to(device, non_blocking=True)
+            pred = model(tiles.contiguous(memory_format=torch.channels_last)
+                         if channels_last else tiles)
         pred = pred.float().to(image.device)
         for (i, y, x), tile_pred in zip(chunk, pred):
             wy = _ramp_window(tile_h * scale, overlap * scale, y > 0, y + tile_h < padded_h)

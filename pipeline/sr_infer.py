@@ -47,9 +47,12 @@ def load_generator(path: Path, expected_scale: int) -> torch.nn.Module:
 
 def super_resolve_crops(model: torch.nn.Module, crop_ids: list[str], crops_dir: Path,
                         out_dir: Path, scale: int, tile: int, overlap: int, batch: int,
-                        device: torch.device, precision: str) -> dict:
+                        device: torch.device, precision: str,
+                        channels_last: bool = False) -> dict:
     """Write out_dir/sr/<id>.npy and out_dir/bicubic/<id>.npy (uint16); return throughput."""
     model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     pixels, started = 0, time.perf_counter()
     with progress() as bar:
         task = bar.add_task("sr_infer", total=len(crop_ids), status="")
@@ -88,7 +91,8 @@ def main() -> None:
         staging.unlink()
         metrics = super_resolve_crops(model, crop_ids, args.crops, staging, params.sr.scale,
                                       params.sr.tile, params.sr.tile_overlap,
-                                      params.sr.infer_batch, device, params.sr.precision)
+                                      params.sr.infer_batch, device, params.sr.precision,
+                                      params.sr.channels_last)
         if args.out.exists():
             shutil.rmtree(args.out)
     metrics["environment"] = environment_record(device)
