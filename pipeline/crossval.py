@@ -74,6 +74,7 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--folds", type=Path, required=True)
     parser.add_argument("--crops", type=Path, required=True)
     parser.add_argument("--sr", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
@@ -87,8 +88,11 @@ def main() -> None:
         write_csv_atomic(args.out / "summary.csv", pd.DataFrame(columns=["backbone", "folds"]))
         console.print("crossval: split.folds is 0, nothing to do")
         return
-    if "fold" not in split_frame:
-        raise PipelineError("the split has no fold column; rerun the split stage")
+    folds_frame = pd.read_csv(args.folds)
+    if folds_frame.empty:
+        raise PipelineError(f"{args.folds} holds no folds; rerun the split stage")
+    split_frame = split_frame.merge(folds_frame[["crop_id", "fold"]], on="crop_id",
+                                    validate="one_to_one")
     device = resolve_device(params.device)
     folder = image_folder(params.classifier.input, args.crops, args.sr)
     rows = []

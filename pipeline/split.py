@@ -109,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="split assignment CSV")
+    parser.add_argument("--folds", type=Path, required=True, help="fold id per crop (CSV)")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
@@ -117,7 +118,12 @@ def main() -> None:
     metrics = split_metrics(frame)
     if metrics["groups_in_two_splits"]:  # cannot happen by construction; never write it if so
         raise PipelineError("internal error: a group landed in two splits")
-    write_csv_atomic(args.out, frame)
+    # Fold ids live in their own file, so asking for cross-validation leaves split.csv (and
+    # everything trained from it, SR included) untouched.
+    folds = frame[["crop_id", "group", "fold"]] if "fold" in frame else \
+        pd.DataFrame(columns=["crop_id", "group", "fold"])
+    write_csv_atomic(args.out, frame.drop(columns="fold", errors="ignore"))
+    write_csv_atomic(args.folds, folds)
     write_json_atomic(args.metrics, metrics | {"environment": environment_record()})
     console.print(f"split: {metrics}")
 

@@ -46,7 +46,8 @@ def project(tmp_path_factory):
                  ("pipeline.ingest", "--raw-dir", str(raw), "--out", str(root / "ingested"),
                   "--metrics", str(root / "ingest.json"), "--report", str(root / "bad.csv")),
                  ("pipeline.split", "--manifest", str(root / "ingested" / "manifest.csv"),
-                  "--out", str(root / "split.csv"), "--metrics", str(root / "split.json"))):
+                  "--out", str(root / "split.csv"), "--folds", str(root / "folds.csv"),
+                  "--metrics", str(root / "split.json"))):
         result = stage(*args, "--params", str(params))
         assert result.returncode == 0, result.stderr
     return root
