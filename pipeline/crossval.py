@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
+    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even when unused
     split_frame = pd.read_csv(args.split)
     if params.split.folds == 0:
         write_csv_atomic(args.out / "folds.csv", pd.DataFrame(columns=["backbone", "fold"]))

@@ -267,6 +267,7 @@ def main() -> None:
     val_images = load_images(folder, val["crop_id"].tolist(), params.classifier.image_size)
     if train_images.shape[-1] != params.classifier.image_size:
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
+    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
     result = train_classifier(args.backbone, train_images, train_labels, val_images,
                               val["label"].to_numpy(), params, device, args.checkpoints,
                               context=context)

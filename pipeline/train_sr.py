@@ -345,6 +345,7 @@ def main() -> None:
     context, device = init_distributed(resolve_device(params.device))
     pairs = {name: load_array(args.pairs / f"{name}.npy")
              for name in ("train_lr", "train_hr", "val_lr", "val_hr")}
+    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
     result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints, context=context)
     shutdown(context)
     if not context.is_main:
