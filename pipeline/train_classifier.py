@@ -126,7 +126,7 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     run_model = torch.compile(parallel_model) if cp.compile else parallel_model
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay)
     sampler = torch.Generator().manual_seed(params.seed)
-    dataset = TensorDataset(train_images, torch.from_numpy(train_labels).long())
+    dataset = TensorDataset(train_images, torch.from_numpy(np.array(train_labels)).long())
     if context.enabled:
         if params.batch_size % context.world_size:
             raise PipelineError(f"batch_size {params.batch_size} does not divide over "
