@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ def save_gradcam_grid(model: nn.Module, backbone: str, images: torch.Tensor,
     examples = pick_examples(predictions)
     if examples.empty:
         return
-    index = torch.as_tensor(examples.index.to_numpy())
+    index = torch.as_tensor(np.array(examples.index))
     batch = images[index].to(device)
     maps = grad_cam(model.float(), CAM_LAYERS[backbone](model), batch).cpu().numpy()
     fig, axes = plt.subplots(2, len(examples), figsize=(1.6 * len(examples), 3.6),
