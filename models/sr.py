@@ -150,31 +150,28 @@ def upscale_tiled(model: nn.Module, image: torch.Tensor, scale: int, tile: int, 
 
     out = torch.zeros(n, channels, padded_h * scale, padded_w * scale, device=image.device)
     weight = torch.zeros(1, 1, padded_h * scale, padded_w * scale, device=image.device)
+    windows = {}  # one blend window per tile position, shared by every image
+    for y in ys:
+        for x in xs:
+            wy = _ramp_window(tile_h * scale, overlap * scale, y > 0, y + tile_h < padded_h)
+            wx = _ramp_window(tile_w * scale, overlap * scale, x > 0, x + tile_w < padded_w)
+            windows[y, x] = (wy[:, None] * wx[None, :]).to(image.device)
+            weight[0, 0, y * scale:(y + tile_h) * scale, x * scale:(x + tile_w) * scale] += \
+                windows[y, x]
+    # Follow the model's memory format (channels_last models want NHWC inputs).
+    channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last) \
+        and tile_w > 1
     jobs = [(i, y, x) for i in range(n) for y in ys for x in xs]
     for first in range(0, len(jobs), batch):
         chunk = jobs[first:first + batch]
         tiles = torch.stack([image[i, :, y:y + tile_h, x:x + tile_w] for i, y, x in chunk])
         with autocast_for(device, precision):
-            # Follow the model's memory format (channels_last models want NHWC inputs).
-            channels_last = next(model.parameters()).is_contiguous(
-                memory_format=torch.channels_last) and tiles.shape[-1] > 1
             tiles = tiles.to(device, non_blocking=True)
             pred = model(tiles.contiguous(memory_format=torch.channels_last)
                          if channels_last else tiles)
         pred = pred.float().to(image.device)
         for (i, y, x), tile_pred in zip(chunk, pred):
-            wy = _ramp_window(tile_h * scale, overlap * scale, y > 0, y + tile_h < padded_h)
-            wx = _ramp_window(tile_w * scale, overlap * scale, x > 0, x + tile_w < padded_w)
-            window = (wy[:, None] * wx[None, :]).to(image.device)
-            ys_out = slice(y * scale, (y + tile_h) * scale)
-            xs_out = slice(x * scale, (x + tile_w) * scale)
-            out[i, :, ys_out, xs_out] += tile_pred * window
-    # The weight map is the same for every image: accumulate it once per tile position.
-    for y in ys:
-        for x in xs:
-            wy = _ramp_window(tile_h * scale, overlap * scale, y > 0, y + tile_h < padded_h)
-            wx = _ramp_window(tile_w * scale, overlap * scale, x > 0, x + tile_w < padded_w)
-            weight[0, 0, y * scale:(y + tile_h) * scale, x * scale:(x + tile_w) * scale] += (
-                wy[:, None] * wx[None, :]).to(image.device)
+            out[i, :, y * scale:(y + tile_h) * scale, x * scale:(x + tile_w) * scale] += \
+                tile_pred * windows[y, x]
     out /= weight
     return out[..., :height * scale, :width * scale]

@@ -97,10 +97,6 @@ def save_gradcam_grid(model: nn.Module, backbone: str, images: torch.Tensor,
     plt.close(fig)
 
 
-def gradcam_available(backbone: str) -> bool:
-    return backbone in CAM_LAYERS
-
-
 def class_names_from(split_frame: pd.DataFrame) -> tuple[str, str]:
     names = split_frame.groupby("label")["class_name"].first()
     return str(names.get(0, "negative")), str(names.get(1, "positive"))

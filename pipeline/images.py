@@ -62,8 +62,6 @@ def read_crop(path: Path) -> tuple[np.ndarray, dict]:
     if not np.all(np.isfinite(array)):
         raise BadImageError("contains NaN or infinite pixels")
     full_scale = _GREY_MODES.get(mode) or (255.0 if mode == "RGB" else None)
-    if mode == "1":
-        full_scale = 1.0
     if full_scale is None:  # 32-bit int or float images: no fixed range on disk
         peak = float(array.max())
         full_scale = 1.0 if array.min() >= 0 and peak <= 1.0 else max(peak, 1.0)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.common import save_array_atomic
 from pipeline.config import load_params
@@ -38,6 +39,6 @@ def test_a_fold_trains_and_tests_on_disjoint_groups(tmp_path):
     frame = pd.DataFrame(rows)
     frame["fold"] = fold_of_each_crop(frame, 3, 0)
     row = run_fold("mobilenet_v3_small", 1, frame, tmp_path / "crops", params,
-                   __import__("torch").device("cpu"), tmp_path / "ckpt")
+                   torch.device("cpu"), tmp_path / "ckpt")
     assert row["test_samples"] == frame.loc[frame["fold"] == 1, "group"].nunique()
     assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1

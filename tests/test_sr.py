@@ -72,9 +72,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(params, tmp_path):
     saved = checkpoint.read_bytes()
     poisoned = dict(pairs)
     poisoned["train_hr"] = np.full_like(pairs["train_hr"], np.nan)
-    # Poisoned data changes the fingerprint; train from scratch into a copy of the folder.
+    # Poisoned data is another run (another fingerprint) in the same folder: it must stop
+    # at its first step, write no checkpoint of its own and leave the good one untouched.
     with pytest.raises(PipelineError, match="non-finite loss at iteration 0"):
         train_sr(poisoned, sr_params, torch.device("cpu"), 0, tmp_path)
+    assert list(tmp_path.glob("*.pt")) == [checkpoint]
     assert checkpoint.read_bytes() == saved
 
 
