@@ -17,10 +17,9 @@ from rich.table import Table
 from torchvision.transforms import v2
 
 from models.classifier import build_classifier
-from models.sr import autocast_for
 from pipeline.augment import augment_images, build_augmentation
-from pipeline.common import resolve_device
 from pipeline.config import load_params
+from pipeline.device import autocast_for, resolve_device
 
 
 def torchvision_per_image(params) -> v2.Compose:

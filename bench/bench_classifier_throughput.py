@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.classifier import build_classifier
-from models.sr import autocast_for
-from pipeline.common import resolve_device
+from pipeline.device import autocast_for, resolve_device
 
 STUDY_IMAGES_PER_S = {"resnet50": 24 * 16 / 308, "vgg16": 2 * 256 / 300}
 

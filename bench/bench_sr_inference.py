@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from models.sr import build_generator, tile_starts, upscale_tiled
+from models.sr import build_generator
+from pipeline.tiling import tile_starts, upscale_tiled
 
 
 def one_tile_at_a_time(model, image, scale, tile, overlap):

@@ -16,7 +16,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 - <<'PY' 2>&1 | tee "$OUT/paths.txt"
 import time, torch
 from models.classifier import build_classifier
-from models.sr import build_generator, upscale_tiled, autocast_for
+from models.sr import build_generator
+from pipeline.tiling import upscale_tiled
+from pipeline.device import autocast_for
 from pipeline.augment import build_augmentation, augment_images
 from pipeline.config import load_params
 dev = torch.device("cuda")

@@ -10,6 +10,9 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from models.backbones import BACKBONE_NAMES
+from models.weights import WeightsError, load_state_dict_file
+
 # ImageNet statistics averaged over RGB: a grey crop normalised with them matches what the
 # summed first-layer kernel expects (the usual in_chans=1 adaptation of RGB weights).
 GREY_MEAN, GREY_STD = 0.449, 0.226
@@ -56,10 +59,7 @@ BACKBONES: dict[str, tuple[Callable, Callable]] = {
     "efficientnet_b0": (_first_conv_features00, _head_efficientnet),
     "regnet_y_400mf": (_first_conv_regnet, _head_fc),
 }
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used; the message names it."""
+assert tuple(BACKBONES) == BACKBONE_NAMES, "models/backbones.py lists the same names"
 
 
 class GreyClassifier(nn.Module):
@@ -73,24 +73,6 @@ class GreyClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - self.mean) / self.std)
-
-
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state dict safely (weights_only) and check it is one."""
-    if not path.is_file():
-        raise WeightsError(f"classifier.pretrained: weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle refusals, truncation, not a torch file
-        raise WeightsError(f"{path}: not a loadable weights file under weights_only=True "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not (isinstance(state, dict) and state
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
-        raise WeightsError(f"{path}: not a state dict (expected a mapping of parameter names "
-                           "to tensors)")
-    return state
 
 
 def _adapt_first_conv(model: nn.Module, name: str) -> None:

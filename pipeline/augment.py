@@ -19,7 +19,6 @@ import torch
 from pipeline.common import (
     console,
     environment_record,
-    resolve_device,
     save_array_atomic,
     stage_main,
     write_csv_atomic,
@@ -27,6 +26,7 @@ from pipeline.common import (
 )
 from pipeline.config import AugmentParams, load_params
 from pipeline.datasets import balanced_indices, image_folder, load_images, split_subset
+from pipeline.device import resolve_device
 from pipeline.images import to_uint16
 
 

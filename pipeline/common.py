@@ -8,7 +8,6 @@ import io
 import json
 import os
 import platform
-import random
 import shutil
 import sys
 import tempfile
@@ -148,36 +147,6 @@ def load_checkpoint(path: Path, config: dict) -> dict | None:
 
 
 # ---------------------------------------------------------------- run context
-def resolve_device(name: str):
-    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PipelineError(f"params.yaml: device: {name!r} asked for but no CUDA device is "
-                                "visible; use device: auto or cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise PipelineError(f"params.yaml: device: {name!r} but only "
-                                f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    return torch.device(name)
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; on CPU ask for deterministic kernels."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
 def environment_record(device=None) -> dict:
     """Versions and device a stage ran with, stored beside its metrics."""
     import importlib.metadata as md

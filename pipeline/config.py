@@ -161,11 +161,11 @@ class ClassifierParams:
     bootstrap: int
 
     def validate(self) -> None:
-        from models.classifier import BACKBONES
+        from models.backbones import BACKBONE_NAMES
 
         for name in self.backbones:
-            _check(name in BACKBONES, "classifier.backbones",
-                   f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+            _check(name in BACKBONE_NAMES, "classifier.backbones",
+                   f"unknown backbone {name!r}; choose from {', '.join(BACKBONE_NAMES)}")
         _check(self.input in ("sr", "bicubic", "raw"), "classifier.input", "sr | bicubic | raw")
         _check(self.image_size >= 32, "classifier.image_size", ">= 32")
         _check(self.precision in PRECISIONS, "classifier.precision", " | ".join(PRECISIONS))

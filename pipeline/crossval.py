@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 
 from pipeline.augment import make_training_set
-from pipeline.common import PipelineError, console, resolve_device, stage_main, write_csv_atomic
+from pipeline.common import PipelineError, console, stage_main, write_csv_atomic
 from pipeline.config import Params, load_params
 from pipeline.datasets import image_folder, load_images
+from pipeline.device import resolve_device
 from pipeline.metrics import evaluation_report
 from pipeline.split import fold_assignment
 from pipeline.train_classifier import predict_proba, train_classifier

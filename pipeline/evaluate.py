@@ -16,13 +16,13 @@ from pipeline.common import (
     PipelineError,
     console,
     environment_record,
-    resolve_device,
     stage_main,
     write_csv_atomic,
     write_json_atomic,
 )
 from pipeline.config import load_params
 from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
 from pipeline.metrics import evaluation_report, roc_points
 from pipeline.train_classifier import predict_proba

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from models.sr import upscale_tiled
 from pipeline.common import (
     PipelineError,
     atomic_path,
@@ -22,14 +21,15 @@ from pipeline.common import (
     environment_record,
     load_array,
     progress,
-    resolve_device,
     save_array_atomic,
     stage_main,
     write_json_atomic,
 )
 from pipeline.config import load_params
+from pipeline.device import resolve_device
 from pipeline.images import from_uint16, to_uint16
 from pipeline.sr_metrics import bicubic_upscale, generator_from_state
+from pipeline.tiling import upscale_tiled
 
 
 def load_generator(path: Path, expected_scale: int) -> torch.nn.Module:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from kornia.metrics import ssim as kornia_ssim
 
-from models.sr import autocast_for, build_generator
+from models.sr import build_generator
+from pipeline.device import autocast_for
 
 
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from models.classifier import WeightsError, build_classifier
-from models.sr import autocast_for
+from models.classifier import build_classifier
+from models.weights import WeightsError
 from pipeline.augment import build_augmentation
 from pipeline.common import (
     PipelineError,
@@ -32,15 +31,14 @@ from pipeline.common import (
     load_checkpoint,
     progress,
     remove_stale_temporaries,
-    resolve_device,
     save_torch_atomic,
-    seed_everything,
     stage_main,
     write_csv_atomic,
     write_json_atomic,
 )
 from pipeline.config import Params, load_params
 from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.device import autocast_for, peak_memory_mb, resolve_device, seed_everything
 from pipeline.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -54,13 +52,6 @@ from pipeline.distributed import (
 from pipeline.images import from_uint16
 
 EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap", "num_workers"}
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated on CUDA; peak resident set size of the process on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.basicsr_compat import GANLoss
-from models.classifier import WeightsError
-from models.sr import VGGPerceptualLoss, autocast_for, build_discriminator, build_generator
+from models.sr import VGGPerceptualLoss, build_discriminator, build_generator
+from models.weights import WeightsError
 from pipeline.common import (
     PipelineError,
     console,
@@ -34,14 +34,13 @@ from pipeline.common import (
     load_checkpoint,
     progress,
     remove_stale_temporaries,
-    resolve_device,
     save_torch_atomic,
-    seed_everything,
     stage_main,
     write_csv_atomic,
     write_json_atomic,
 )
 from pipeline.config import SRParams, load_params
+from pipeline.device import autocast_for, resolve_device, seed_everything
 from pipeline.distributed import (
     SINGLE_PROCESS,
     DistContext,

@@ -9,7 +9,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torchvision.models import get_model
 
-from models.classifier import BACKBONES, WeightsError, build_classifier
+from models.classifier import BACKBONES, build_classifier
+from models.weights import WeightsError
 from pipeline.common import PipelineError
 from pipeline.metrics import (
     binary_metrics,

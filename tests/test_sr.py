@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from models.sr import VGGPerceptualLoss, build_generator, upscale_tiled
+from models.sr import VGGPerceptualLoss, build_generator
 from pipeline.common import PipelineError
 from pipeline.make_pairs import degrade, extract_patches
+from pipeline.tiling import upscale_tiled
 from pipeline.train_sr import train_sr
 
 
@@ -105,7 +106,7 @@ def test_perceptual_loss_refuses_a_pickled_object(tmp_path):
 
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"x": object()}))
-    from models.classifier import WeightsError
+    from models.weights import WeightsError
 
     with pytest.raises(WeightsError, match="weights_only"):
         VGGPerceptualLoss(path)

@@ -1,0 +1,58 @@
+"""Device, precision and seeding helpers for the stages that run torch models."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+
+import numpy as np
+import torch
+
+from pipeline.common import PipelineError
+
+
+def resolve_device(name: str):
+    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PipelineError(f"params.yaml: device: {name!r} asked for but no CUDA device is "
+                                "visible; use device: auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise PipelineError(f"params.yaml: device: {name!r} but only "
+                                f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; on CPU ask for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """Autocast context for `precision` on `device`; fp32 means no autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ValueError("fp16 autocast is for CUDA; use bf16 or fp32 on CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
