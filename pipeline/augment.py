@@ -25,7 +25,13 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import AugmentParams, load_params
-from pipeline.datasets import balanced_indices, image_folder, load_images, split_subset
+from pipeline.datasets import (
+    balanced_indices,
+    classifier_image_size,
+    image_folder,
+    load_images,
+    split_subset,
+)
 from pipeline.device import resolve_device
 from pipeline.images import to_uint16
 
@@ -88,7 +94,7 @@ def main() -> None:
     device = resolve_device(params.device)
     train = split_subset(pd.read_csv(args.split), "train")
     folder = image_folder(params.classifier.input, args.crops, args.sr)
-    images = load_images(folder, train["crop_id"].tolist(), params.classifier.image_size)
+    images = load_images(folder, train["crop_id"].tolist(), classifier_image_size(params))
     labels = train["label"].to_numpy()
     augmented, out_labels, source = make_training_set(images, labels, params.augment,
                                                       params.seed, device)

@@ -28,8 +28,10 @@ class DemoParams:
     crops_per_sample: list[int]  # [min, max] per sample folder
     second_folder_fraction: float  # share of samples that also get a `_crops2_r` folder
     crop_size: int
+    render_scale: int  # cells are drawn this many times larger, then area-averaged
 
     def validate(self) -> None:
+        _check(self.render_scale >= 1, "demo.render_scale", ">= 1")
         _check(self.n_als_samples >= 1 and self.n_control_samples >= 1,
                "demo.n_*_samples", "needs at least one sample per class")
         _check(len(self.crops_per_sample) == 2 and 1 <= self.crops_per_sample[0]
@@ -47,8 +49,12 @@ class DataParams:
     on_bad_file: str
     on_size_mismatch: str
     crop_size: int
+    acquire_downsample: int  # 0, or k: also store each crop as acquired at 1/k resolution
 
     def validate(self) -> None:
+        _check(self.acquire_downsample in (0, 2, 4), "data.acquire_downsample", "0 | 2 | 4")
+        _check(self.crop_size % max(self.acquire_downsample, 1) == 0, "data.crop_size",
+               f"must divide by data.acquire_downsample ({self.acquire_downsample})")
         _check(self.on_bad_file in ("error", "skip"), "data.on_bad_file", "error | skip")
         _check(self.on_size_mismatch in ("resize", "pad", "error"),
                "data.on_size_mismatch", "resize | pad | error")
@@ -99,11 +105,20 @@ class SRParams:
     infer_batch: int
     precision: str
     channels_last: bool
+    discriminator: str  # vgg (ESRGAN's, 128/256 px) | unet (Real-ESRGAN's, any multiple of 8)
+    generator: str  # which exported generator feeds the classifier: psnr | gan | best
 
     def validate(self) -> None:
         _check(self.scale in (2, 4), "sr.scale", "must be 2 or 4")
-        _check(self.hr_patch in (128, 256), "sr.hr_patch",
-               "VGGStyleDiscriminator takes 128 or 256 px only")
+        _check(self.discriminator in ("vgg", "unet"), "sr.discriminator", "vgg | unet")
+        _check(self.generator in ("psnr", "gan", "best"), "sr.generator", "psnr | gan | best")
+        if self.discriminator == "vgg":
+            _check(self.hr_patch in (128, 256), "sr.hr_patch",
+                   "sr.discriminator vgg (VGGStyleDiscriminator) takes 128 or 256 px only; "
+                   "use sr.discriminator: unet for other patch sizes")
+        else:
+            _check(self.hr_patch >= 16 and self.hr_patch % 8 == 0, "sr.hr_patch",
+                   "sr.discriminator unet needs a multiple of 8, >= 16")
         _check(self.hr_patch % self.scale == 0, "sr.hr_patch", "must divide by sr.scale")
         for key in ("num_feat", "num_block", "num_grow_ch", "disc_feat", "batch_size",
                     "patches_per_crop", "val_every", "checkpoint_every", "infer_batch"):
@@ -150,7 +165,7 @@ class ClassifierParams:
     backbones: list[str]
     pretrained: str
     input: str
-    image_size: int
+    image_size: int | str  # "auto": the size the input arrives at (datasets.classifier_image_size)
     weight_decay: float
     label_smoothing: float
     precision: str
@@ -166,14 +181,19 @@ class ClassifierParams:
         for name in self.backbones:
             _check(name in BACKBONE_NAMES, "classifier.backbones",
                    f"unknown backbone {name!r}; choose from {', '.join(BACKBONE_NAMES)}")
-        _check(self.input in ("sr", "bicubic", "raw"), "classifier.input", "sr | bicubic | raw")
-        _check(self.image_size >= 32, "classifier.image_size", ">= 32")
+        _check(self.input in INPUTS, "classifier.input", " | ".join(INPUTS))
+        _check(self.image_size == "auto" or (isinstance(self.image_size, int)
+                                             and self.image_size >= 16),
+               "classifier.image_size", f"auto or an integer >= 16, got {self.image_size!r}")
         _check(self.precision in PRECISIONS, "classifier.precision", " | ".join(PRECISIONS))
         _check(0 <= self.label_smoothing < 1, "classifier.label_smoothing", "in [0, 1)")
         _check(self.bootstrap >= 100, "classifier.bootstrap", ">= 100 resamples")
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# raw: the crop as acquired; bicubic / sr: upscaled by sr.scale; hr: the original crop,
+# kept only when data.acquire_downsample > 0 (the upper bound SR is measured against).
+INPUTS = ("sr", "bicubic", "raw", "hr")
 
 
 @dataclass(frozen=True)
@@ -208,7 +228,15 @@ class Params:
                "device", f"auto | cpu | cuda | cuda:N, got {dev!r}")
         _check(self.data.crop_size >= self.sr.hr_patch, "data.crop_size",
                f"crops of {self.data.crop_size} px are smaller than the SR patch "
-               f"(sr.hr_patch: {self.sr.hr_patch}); use larger crops or sr.hr_patch: 128")
+               f"(sr.hr_patch: {self.sr.hr_patch}); use sr.hr_patch <= data.crop_size "
+               "(with sr.discriminator: unet below 128)")
+        k = self.data.acquire_downsample
+        _check(k == 0 or self.sr.scale == k, "sr.scale",
+               f"must equal data.acquire_downsample ({k}) so SR restores the acquired crops "
+               "to the original size")
+        _check(self.classifier.input != "hr" or k > 0, "classifier.input",
+               "hr needs data.acquire_downsample > 0 (without it the crops are the highest "
+               "resolution there is: use raw)")
 
 
 def _check(ok: bool, key: str, why: str) -> None:

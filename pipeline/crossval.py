@@ -17,7 +17,7 @@ import torch
 from pipeline.augment import make_training_set
 from pipeline.common import PipelineError, console, stage_main, write_csv_atomic
 from pipeline.config import Params, load_params
-from pipeline.datasets import image_folder, load_images
+from pipeline.datasets import classifier_image_size, image_folder, load_images
 from pipeline.device import resolve_device
 from pipeline.metrics import evaluation_report
 from pipeline.split import fold_assignment
@@ -30,7 +30,7 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, 
              device: torch.device, checkpoint_dir: Path) -> dict:
     assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
     frame = split_frame.assign(split=assignment)
-    size = params.classifier.image_size
+    size = classifier_image_size(params)
     parts = {name: frame[frame["split"] == name].reset_index(drop=True)
              for name in ("train", "val", "test")}
     images = {name: load_images(folder, part["crop_id"].tolist(), size)

@@ -10,12 +10,35 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.common import PipelineError, load_array
+from pipeline.config import Params
 from pipeline.images import from_uint16
 
 
 def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path) -> Path:
-    """Where the images of `classifier.input` live."""
-    return {"raw": crops_dir, "sr": sr_dir / "sr", "bicubic": sr_dir / "bicubic"}[input_kind]
+    """Where the images of `classifier.input` live (ingest keeps `hr` beside `crops`)."""
+    return {"raw": crops_dir, "hr": crops_dir.with_name("hr"), "sr": sr_dir / "sr",
+            "bicubic": sr_dir / "bicubic"}[input_kind]
+
+
+def acquired_size(params: Params) -> int:
+    """Edge of the crops as acquired: data.crop_size, or 1/k of it with acquire_downsample k."""
+    return params.data.crop_size // max(params.data.acquire_downsample, 1)
+
+
+def arrival_size(params: Params, input_kind: str | None = None) -> int:
+    """Edge of the images of `input_kind` as the stage that makes them writes them."""
+    kind = input_kind or params.classifier.input
+    if kind == "raw":
+        return acquired_size(params)
+    if kind == "hr":
+        return params.data.crop_size
+    return acquired_size(params) * params.sr.scale
+
+
+def classifier_image_size(params: Params) -> int:
+    """classifier.image_size, with auto meaning the size the input arrives at."""
+    size = params.classifier.image_size
+    return arrival_size(params) if size == "auto" else int(size)
 
 
 def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:

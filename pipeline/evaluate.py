@@ -21,7 +21,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import load_params
-from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
 from pipeline.metrics import evaluation_report, roc_points
@@ -79,7 +79,7 @@ def main() -> None:
     device = resolve_device(params.device)
     test = split_subset(pd.read_csv(args.split), "test")
     images = load_images(image_folder(cp.input, args.crops, args.sr), test["crop_id"].tolist(),
-                         cp.image_size)
+                         classifier_image_size(params))
     model = load_trained(args.model, args.backbone).to(device)
     if cp.channels_last:
         model = model.to(memory_format=torch.channels_last)

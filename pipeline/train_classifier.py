@@ -37,7 +37,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import Params, load_params
-from pipeline.datasets import image_folder, load_images, split_subset
+from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
 from pipeline.device import autocast_for, peak_memory_mb, resolve_device, seed_everything
 from pipeline.distributed import (
     SINGLE_PROCESS,
@@ -255,8 +255,8 @@ def main() -> None:
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy()
     val = split_subset(pd.read_csv(args.split), "val")
     folder = image_folder(params.classifier.input, args.crops, args.sr)
-    val_images = load_images(folder, val["crop_id"].tolist(), params.classifier.image_size)
-    if train_images.shape[-1] != params.classifier.image_size:
+    val_images = load_images(folder, val["crop_id"].tolist(), classifier_image_size(params))
+    if train_images.shape[-1] != classifier_image_size(params):
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
     result = train_classifier(args.backbone, train_images, train_labels, val_images,

@@ -25,7 +25,7 @@ def tiny_overrides() -> dict:
     return {
         "device": "cpu", "epochs": 1, "batch_size": 8, "lr": 0.001,
         "demo": {"n_als_samples": 5, "n_control_samples": 4, "crops_per_sample": [2, 3],
-                 "second_folder_fraction": 0.3, "crop_size": 128},
+                 "second_folder_fraction": 0.3, "crop_size": 32, "render_scale": 4},
         "sr": {"num_feat": 8, "num_block": 1, "num_grow_ch": 8, "disc_feat": 8,
                "batch_size": 2, "iters_psnr": 4, "iters_gan": 2, "val_every": 2,
                "checkpoint_every": 2, "infer_batch": 4},

@@ -25,7 +25,7 @@ def _edit(path, mutate):
     (lambda r: r.__setitem__("lr", 0), "lr: must be > 0"),
     (lambda r: r.__setitem__("lr", -0.1), "lr: must be > 0"),
     (lambda r: r["sr"].__setitem__("scale", 3), "sr.scale: must be 2 or 4"),
-    (lambda r: r["sr"].__setitem__("hr_patch", 96), "sr.hr_patch"),
+    (lambda r: r["sr"].__setitem__("hr_patch", 100), "sr.hr_patch"),
     (lambda r: r["classifier"].__setitem__("backbones", ["resnet5O"]), "unknown backbone"),
     (lambda r: r["classifier"].__setitem__("input", "srr"), "classifier.input"),
     (lambda r: r.__setitem__("batch_size", "sixteen"), "batch_size: expected int"),
