@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.basicsr_compat import RRDBNet, VGGStyleDiscriminator
+from models.basicsr_compat import RRDBNet, UNetDiscriminatorSN, VGGStyleDiscriminator
 from models.weights import WeightsError, load_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,6 +31,12 @@ class Generator(nn.Module):
         self.scale, self.residual = scale, residual
         self.body = RRDBNet(num_in_ch=1, num_out_ch=1, scale=scale, num_feat=num_feat,
                             num_block=num_block, num_grow_ch=num_grow_ch)
+        if residual:
+            # Zero last layer: the untrained model *is* bicubic, so training starts at the
+            # baseline and gradient steps can only move it where L1 says bicubic is wrong
+            # (the ReZero / "zero-init the residual branch" idea of Goyal et al. 2017).
+            nn.init.zeros_(self.body.conv_last.weight)
+            nn.init.zeros_(self.body.conv_last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
@@ -46,7 +52,13 @@ def build_generator(scale: int, num_feat: int, num_block: int, num_grow_ch: int,
     return Generator(scale, num_feat, num_block, num_grow_ch, residual)
 
 
-def build_discriminator(hr_patch: int, num_feat: int) -> nn.Module:
+def build_discriminator(kind: str, hr_patch: int, num_feat: int) -> nn.Module:
+    """ESRGAN's VGG-style discriminator (one score per image, 128 or 256 px only) or
+    Real-ESRGAN's U-Net with spectral norm (one score per pixel, any multiple of 8)."""
+    if kind == "unet":
+        if hr_patch % 8:
+            raise ValueError("UNetDiscriminatorSN needs a patch size divisible by 8")
+        return UNetDiscriminatorSN(num_in_ch=1, num_feat=num_feat)
     if hr_patch not in (128, 256):
         raise ValueError("VGGStyleDiscriminator takes 128 or 256 px inputs only")
     return VGGStyleDiscriminator(num_in_ch=1, num_feat=num_feat, input_size=hr_patch)

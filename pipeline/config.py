@@ -120,6 +120,9 @@ class SRParams:
             _check(self.hr_patch >= 16 and self.hr_patch % 8 == 0, "sr.hr_patch",
                    "sr.discriminator unet needs a multiple of 8, >= 16")
         _check(self.hr_patch % self.scale == 0, "sr.hr_patch", "must divide by sr.scale")
+        _check(self.hr_patch - 2 * self.scale >= 11, "sr.hr_patch",
+               "too small: validation SSIM needs an 11 px window after cropping sr.scale px "
+               "from each border")
         for key in ("num_feat", "num_block", "num_grow_ch", "disc_feat", "batch_size",
                     "patches_per_crop", "val_every", "checkpoint_every", "infer_batch"):
             _check(getattr(self, key) >= 1, f"sr.{key}", ">= 1")

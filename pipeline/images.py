@@ -98,3 +98,24 @@ def to_uint16(image: np.ndarray) -> np.ndarray:
 
 def from_uint16(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 65535.0
+
+
+# Full-scale value of each on-disk integer type: what one grey level is worth after ingest.
+LEVELS = {"uint8": 255, "uint16": 65535, "int32": None, "float32": None}
+
+
+def acquire_low_resolution(image: np.ndarray, factor: int, levels: int | None) -> np.ndarray:
+    """The crop as a camera with `factor`-times larger pixels would have recorded it.
+
+    Each low-resolution pixel is the mean of a factor x factor block (area sampling, what
+    binning or a coarser sensor does), rounded to the source's own grey levels so the
+    acquired crop has the same bit depth as the original.
+    """
+    height, width = image.shape
+    if height % factor or width % factor:
+        raise ValueError(f"{height}x{width} does not divide by {factor}")
+    blocks = image.reshape(height // factor, factor, width // factor, factor)
+    low = blocks.mean(axis=(1, 3), dtype=np.float64)
+    if levels:
+        low = np.round(low * levels) / levels
+    return low.astype(np.float32)

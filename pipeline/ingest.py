@@ -24,7 +24,14 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import DataParams, load_params
-from pipeline.images import BadImageError, fit_to_size, read_crop, to_uint16
+from pipeline.images import (
+    LEVELS,
+    BadImageError,
+    acquire_low_resolution,
+    fit_to_size,
+    read_crop,
+    to_uint16,
+)
 
 MANIFEST_COLUMNS = ["crop_id", "path", "class_name", "label", "sample", "group", "height",
                     "width", "channels", "dtype", "fit", "sha256", "cache_file"]
@@ -63,6 +70,19 @@ def find_class_folders(raw_dir: Path, positive: str) -> list[str]:
     return classes
 
 
+def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
+    """Names the data a run used: every file's bytes, class and sample, and how it was cached.
+
+    Tables that put experiments side by side group them by this, so figures from two
+    datasets (or two acquisition settings) are never mixed.
+    """
+    digest = hashlib.sha256(f"{params.crop_size}|{params.acquire_downsample}|"
+                            f"{params.on_size_mismatch}|{params.positive}".encode())
+    for row in manifest[["path", "class_name", "group", "sha256"]].itertuples(index=False):
+        digest.update("|".join(row).encode())
+    return digest.hexdigest()
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -72,7 +92,11 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
-    """Read every crop, normalise it, write it to cache_dir; return manifest and metrics."""
+    """Read every crop, normalise it, write it to cache_dir; return manifest and metrics.
+
+    With data.acquire_downsample k > 0, cache_dir holds each crop as acquired at 1/k
+    resolution and a sibling `hr` folder the original, under the same file name.
+    """
     check_raw_dir(raw_dir)
     classes = find_class_folders(raw_dir, params.positive)
     group_pattern = re.compile(params.group_regex)
@@ -114,9 +138,14 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
             candidates += [(class_name, sample_dir.name, match.group("group"), p) for p in crops]
 
     rows, fits = [], {"none": 0, "resized": 0, "padded": 0}
-    if cache_dir.exists():
-        shutil.rmtree(cache_dir)
+    factor = params.acquire_downsample
+    hr_dir = cache_dir.with_name("hr")
+    for folder in (cache_dir, hr_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
     cache_dir.mkdir(parents=True)
+    if factor:
+        hr_dir.mkdir()
     with progress() as bar:
         task = bar.add_task("ingest", total=len(candidates), status="")
         for class_name, sample, group, path in candidates:
@@ -131,6 +160,9 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
                 bad(path, str(exc))
                 continue
             crop_id = f"c{len(rows):06d}"
+            if factor:
+                save_array_atomic(hr_dir / f"{crop_id}.npy", to_uint16(image)[None])
+                image = acquire_low_resolution(image, factor, LEVELS.get(info["dtype"]))
             save_array_atomic(cache_dir / f"{crop_id}.npy", to_uint16(image)[None])
             fits[fit] += 1
             rows.append({"crop_id": crop_id, "path": path.relative_to(raw_dir).as_posix(),
@@ -157,7 +189,9 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
                "sample_folders": int(manifest["sample"].nunique()),
                "skipped_files": len(problems), "ignored_files": ignored,
                "resized": fits["resized"], "padded": fits["padded"],
-               "positive_class": params.positive}
+               "positive_class": params.positive, "acquire_downsample": factor,
+               "acquired_size": params.crop_size // max(factor, 1),
+               "manifest_sha256": manifest_digest(manifest, params)}
     for class_name in classes:
         part = manifest[manifest["class_name"] == class_name]
         metrics[f"crops_{class_name}"] = len(part)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pipeline.common import console, progress, stage_main, write_bytes_atomic, write_json_atomic
 from pipeline.config import DemoParams, load_params
+from pipeline.images import acquire_low_resolution
 
 
 def _soft_ellipse(yy, xx, cy, cx, ry, rx, angle, edge):
@@ -89,7 +90,11 @@ def make_demo_dataset(out_dir: Path, params: DemoParams, seed: int) -> dict:
                 folder = out_dir / class_name / f"{sample}{suffix}"
                 n_crops = rng.integers(params.crops_per_sample[0], params.crops_per_sample[1] + 1)
                 for crop_index in range(n_crops):
-                    pixels = (render_cell(rng, params.crop_size, is_als, style) * 255).round()
+                    cell = render_cell(rng, params.crop_size * params.render_scale, is_als,
+                                       style)
+                    # Drawn large, then area-averaged: a camera pixel integrates its area.
+                    cell = acquire_low_resolution(cell, params.render_scale, None)
+                    pixels = (cell * 255).round()
                     image = Image.fromarray(pixels.astype(np.uint8), mode="L")
                     buffer = io.BytesIO()
                     # Both formats the study's folders hold: LZW TIFF and, in crops2, PNG.

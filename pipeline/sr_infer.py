@@ -1,4 +1,4 @@
-"""Super-resolve every ingested crop with the EMA generator (tiled, batched), plus bicubic.
+"""Super-resolve every ingested crop with the chosen generator (tiled, batched), plus bicubic.
 
 Bicubic upscales of the same crops are written beside the SR ones so that the
 classifier can be trained on either (classifier.input) for the SR ablation.
@@ -32,7 +32,8 @@ from pipeline.sr_metrics import bicubic_upscale, generator_from_state
 from pipeline.tiling import upscale_tiled
 
 
-def load_generator(path: Path, expected_scale: int) -> torch.nn.Module:
+def load_generator(path: Path, expected_scale: int) -> tuple[torch.nn.Module, str]:
+    """The generator in `path` and its name (psnr | gan), refusing a scale mismatch."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = generator_from_state(saved["model"], saved["config"])
@@ -42,7 +43,7 @@ def load_generator(path: Path, expected_scale: int) -> torch.nn.Module:
     if saved["config"]["scale"] != expected_scale:
         raise PipelineError(f"{path}: generator is x{saved['config']['scale']} but sr.scale is "
                             f"{expected_scale}; rerun train_sr")
-    return model
+    return model, str(saved.get("name", "unknown"))
 
 
 def super_resolve_crops(model: torch.nn.Module, crop_ids: list[str], crops_dir: Path,
@@ -85,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     device = resolve_device(params.device)
-    model = load_generator(args.model, params.sr.scale)
+    model, generator_name = load_generator(args.model, params.sr.scale)
     crop_ids = pd.read_csv(args.manifest)["crop_id"].tolist()
     with atomic_path(args.out) as staging:
         staging.unlink()
@@ -95,6 +96,7 @@ def main() -> None:
                                       params.sr.channels_last)
         if args.out.exists():
             shutil.rmtree(args.out)
+    metrics["generator"] = generator_name
     metrics["environment"] = environment_record(device)
     write_json_atomic(args.metrics, metrics)
     console.print(f"sr_infer: {metrics['crops']} crops in {metrics['seconds']} s")

@@ -7,20 +7,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.metrics import ssim as kornia_ssim
 
+from models.basicsr_compat import calculate_psnr_pt, calculate_ssim_pt
 from models.sr import build_generator
 from pipeline.device import autocast_for
 
 
-def psnr_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB for each image of (N,C,H,W) tensors in [0, 1]."""
-    mse = ((pred - target) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(1.0 / mse)
+def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> torch.Tensor:
+    """PSNR in dB per image of (N,1,H,W) tensors in [0, 1], as the SR literature reports it:
+    `crop_border` (= the scale) pixels cut off each edge, basicsr's own implementation."""
+    return calculate_psnr_pt(pred, target, crop_border=crop_border)
 
 
-def ssim_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return kornia_ssim(pred, target, window_size=11, max_val=1.0).flatten(1).mean(1)
+def ssim_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> torch.Tensor:
+    """SSIM per image: 11x11 Gaussian window (sigma 1.5) over valid positions only (no zero
+    padding), on the 0-255 scale, border cropped: basicsr's port of Wang et al.'s MATLAB code."""
+    return calculate_ssim_pt(pred, target, crop_border=crop_border)
 
 
 def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -30,7 +32,10 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_sr(model, val_lr: np.ndarray, val_hr: np.ndarray, scale: int,
                 device: torch.device, batch: int, precision: str = "fp32") -> dict[str, float]:
-    """Mean PSNR/SSIM of model(LR) and of bicubic(LR) against HR, same crops, same range."""
+    """Mean PSNR/SSIM of model(LR) and of bicubic(LR) against HR, same crops, same range.
+
+    Scores stay on the device until the end: one transfer, not one per batch and metric.
+    """
     was_training = model.training
     model.eval()
     scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "psnr_bicubic": [],
@@ -42,12 +47,12 @@ def evaluate_sr(model, val_lr: np.ndarray, val_hr: np.ndarray, scale: int,
             sr = model(lr)
         sr = sr.float().clamp(0, 1)
         bicubic = bicubic_upscale(lr, scale)
-        scores["psnr"].append(psnr_per_image(sr, hr).cpu())
-        scores["ssim"].append(ssim_per_image(sr, hr).cpu())
-        scores["psnr_bicubic"].append(psnr_per_image(bicubic, hr).cpu())
-        scores["ssim_bicubic"].append(ssim_per_image(bicubic, hr).cpu())
+        for name, image in (("", sr), ("_bicubic", bicubic)):
+            scores["psnr" + name].append(psnr_per_image(image, hr, scale))
+            scores["ssim" + name].append(ssim_per_image(image, hr, scale))
     model.train(was_training)
-    return {k: round(float(torch.cat(v).mean()), 4) for k, v in scores.items()}
+    means = torch.stack([torch.cat(v).mean() for v in scores.values()]).cpu().tolist()
+    return {k: round(float(v), 4) for k, v in zip(scores, means)}
 
 
 def generator_from_state(state: dict, config: dict) -> torch.nn.Module:
@@ -73,7 +78,7 @@ def save_sr_samples(state: dict, config: dict, pairs: dict[str, np.ndarray], pat
     hr = torch.from_numpy(pairs["val_hr"][:count])
     scale = config["scale"]
     columns = {"LR": F.interpolate(lr, scale_factor=scale, mode="nearest"),
-               "bicubic": bicubic_upscale(lr, scale), "SR (EMA)": model(lr).clamp(0, 1),
+               "bicubic": bicubic_upscale(lr, scale), "SR": model(lr).clamp(0, 1),
                "HR": hr}
     fig, axes = plt.subplots(len(lr), 4, figsize=(8, 2 * len(lr)), squeeze=False)
     for row in range(len(lr)):
@@ -85,7 +90,7 @@ def save_sr_samples(state: dict, config: dict, pairs: dict[str, np.ndarray], pat
             if row == 0:
                 ax.set_title(title)
             if title != "LR" and title != "HR":
-                p = psnr_per_image(images[row:row + 1], hr[row:row + 1]).item()
+                p = psnr_per_image(images[row:row + 1], hr[row:row + 1], scale).item()
                 ax.set_xlabel(f"{p:.1f} dB", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -1,9 +1,11 @@
 """Train the ESRGAN-style SR model: L1 pre-training, then relativistic GAN fine-tuning.
 
-A plain loop over basicsr's RRDBNet and VGGStyleDiscriminator (no basicsr option files):
+A plain loop over basicsr's RRDBNet and a basicsr discriminator (no option files):
 phase 1 optimises L1 for sr.iters_psnr steps; phase 2 starts from it and adds the
-relativistic average GAN loss and (optionally) the VGG19 perceptual loss with the
-ESRGAN paper's weights. An EMA copy of the generator is validated and exported.
+relativistic average GAN loss and (optionally) the VGG19 perceptual loss. An EMA copy of
+the generator is validated throughout. Both generators are exported, the PSNR-oriented
+one (EMA at the end of phase 1) and the GAN one (EMA at the end), each with its
+validation PSNR/SSIM; sr.generator picks the one that feeds the classifier.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +55,20 @@ from pipeline.distributed import (
 )
 from pipeline.sr_metrics import evaluate_sr, save_sr_samples
 
-# Keys that change what is trained; inference-only keys may change without a retrain.
-INFERENCE_ONLY = {"tile", "tile_overlap", "infer_batch"}
+# Keys that do not change what is trained: a change reuses the finished training.
+NOT_TRAINING = {"tile", "tile_overlap", "infer_batch", "generator"}
+MODEL_KEYS = ("scale", "num_feat", "num_block", "num_grow_ch", "residual")
+
+# Without a perceptual loss, ESRGAN's weights (L1 0.01, GAN 0.005) leave the adversarial
+# term as large as the only content term, and the GAN phase drifts below bicubic. SRGAN's
+# MSE-content variant (Ledig et al. 2017, eq. 3-4: content 1, adversarial 1e-3) is the
+# published balance for a pixel-loss-only GAN, so that ratio is used instead.
+PIXEL_ONLY_CONTENT_WEIGHT = 1.0
+PIXEL_ONLY_ADVERSARIAL_WEIGHT = 1e-3
 
 
 def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -> dict:
-    config = {k: v for k, v in dataclasses.asdict(params).items() if k not in INFERENCE_ONLY}
+    config = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_TRAINING}
     digest = hashlib.sha256()
     for name in sorted(pairs):
         digest.update(np.ascontiguousarray(pairs[name]).tobytes())
@@ -67,6 +78,16 @@ def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -
 def checkpoint_path_for(checkpoint_dir: Path, config: dict) -> Path:
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return checkpoint_dir / f"sr-{key}.pt"
+
+
+def gan_phase_weights(params: SRParams, perceptual_on: bool) -> dict[str, float]:
+    """Loss weights of the GAN phase: the params' (ESRGAN) with the perceptual loss, the
+    SRGAN-MSE balance without it (see PIXEL_ONLY_*)."""
+    if perceptual_on:
+        return {"pixel": params.weight_pixel, "perceptual": params.weight_perceptual,
+                "gan": params.weight_gan}
+    return {"pixel": PIXEL_ONLY_CONTENT_WEIGHT, "perceptual": 0.0,
+            "gan": PIXEL_ONLY_ADVERSARIAL_WEIGHT}
 
 
 class EMA:
@@ -80,15 +101,101 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm-up: early on the average would otherwise be dominated by the random init.
         decay = min(self.decay, (1 + step) / (10 + step))
-        for ema_p, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if ema_p.dtype.is_floating_point:
-                ema_p.mul_(decay).add_(p.detach(), alpha=1 - decay)
-            else:
-                ema_p.copy_(p)
+        pairs = [(e, p) for e, p in zip(self.model.state_dict().values(),
+                                        model.state_dict().values())]
+        floats = [(e, p) for e, p in pairs if e.dtype.is_floating_point]
+        # One fused call for all tensors instead of a Python loop of small kernels.
+        torch._foreach_lerp_([e for e, _ in floats], [p.detach() for _, p in floats], 1 - decay)
+        for ema_value, value in pairs:
+            if not ema_value.dtype.is_floating_point:
+                ema_value.copy_(value)
+
+
+@dataclass
+class SRTraining:
+    """Everything a run of train_sr carries from step to step (and into a checkpoint)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_train: nn.Module  # DDP-wrapped under torchrun, else the module itself
+    discriminator_train: nn.Module
+    ema: EMA
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+    scaler: torch.amp.GradScaler
+    gan_loss: nn.Module
+    perceptual: nn.Module | None
+    weights: dict[str, float]
+    iteration: int = 0
+    seconds: float = 0.0
+    log: list[dict] = field(default_factory=list)
+    phase1: dict = field(default_factory=dict)  # {"scores": ..., "state": EMA weights}
 
 
 def _milestones(fractions: list[float], iters: int) -> list[int]:
     return sorted({max(1, int(f * iters)) for f in fractions})
+
+
+def build_training(params: SRParams, device: torch.device, context: DistContext) -> SRTraining:
+    generator = build_generator(params.scale, params.num_feat, params.num_block,
+                                params.num_grow_ch, params.residual).to(device)
+    discriminator = build_discriminator(params.discriminator, params.hr_patch,
+                                        params.disc_feat).to(device)
+    if params.channels_last:
+        # basicsr's VGG discriminator flattens with .view(), which needs NCHW features, so
+        # only the generator changes memory format.
+        generator.to(memory_format=torch.channels_last)
+    perceptual = None
+    if params.weight_perceptual > 0 and params.iters_gan > 0:
+        try:
+            perceptual = VGGPerceptualLoss(Path(params.vgg_weights)).to(device)
+        except WeightsError as exc:
+            raise PipelineError(str(exc)) from None
+    weights = gan_phase_weights(params, perceptual is not None)
+    betas = (0.9, 0.99)  # ESRGAN's Adam betas
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizers = {
+        "psnr": torch.optim.Adam(generator.parameters(), lr=params.lr_g, betas=betas, **fused),
+        # ESRGAN halves the generator's learning rate for the GAN phase (2e-4 -> 1e-4).
+        "gan": torch.optim.Adam(generator.parameters(), lr=params.lr_g / 2, betas=betas,
+                                **fused),
+        "d": torch.optim.Adam(discriminator.parameters(), lr=params.lr_d, betas=betas,
+                              **fused)}
+    lengths = {"psnr": params.iters_psnr, "gan": max(params.iters_gan, 1),
+               "d": max(params.iters_gan, 1)}
+    schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, _milestones(params.lr_milestones, lengths[name]), 0.5)
+        for name, optimizer in optimizers.items()}
+    return SRTraining(
+        generator=generator, discriminator=discriminator,
+        generator_train=wrap(generator, context, device),
+        discriminator_train=wrap(discriminator, context, device),
+        ema=EMA(generator, params.ema_decay), optimizers=optimizers, schedulers=schedulers,
+        scaler=torch.amp.GradScaler(device.type, enabled=params.precision == "fp16"),
+        gan_loss=GANLoss("vanilla", loss_weight=weights["gan"]).to(device),
+        perceptual=perceptual, weights=weights)
+
+
+def checkpoint_state(run: SRTraining, config: dict) -> dict:
+    return {"config": config, "iteration": run.iteration,
+            "generator": run.generator.state_dict(), "ema": run.ema.model.state_dict(),
+            "discriminator": run.discriminator.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in run.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in run.schedulers.items()},
+            "torch_rng": torch.get_rng_state(), "log": run.log, "phase1": run.phase1,
+            "train_seconds": run.seconds, "finished": False}
+
+
+def restore(run: SRTraining, state: dict) -> None:
+    run.generator.load_state_dict(state["generator"])
+    run.ema.model.load_state_dict(state["ema"])
+    run.discriminator.load_state_dict(state["discriminator"])
+    for name in run.optimizers:
+        run.optimizers[name].load_state_dict(state["optimizers"][name])
+        run.schedulers[name].load_state_dict(state["schedulers"][name])
+    torch.set_rng_state(state["torch_rng"])
+    run.iteration, run.log, run.phase1 = state["iteration"], state["log"], state["phase1"]
+    run.seconds = state["train_seconds"]
 
 
 def _check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
@@ -107,10 +214,179 @@ def batch_indices(n: int, batch: int, seed: int, rank: int, iteration: int) -> t
     return torch.randint(n, (batch,), generator=generator)
 
 
+def psnr_step(run: SRTraining, lr_batch, hr_batch, params: SRParams,
+              device: torch.device) -> dict[str, torch.Tensor]:
+    """One phase-1 step: L1 between SR and HR."""
+    with autocast_for(device, params.precision):
+        sr_batch = run.generator_train(lr_batch)
+        loss_pixel = F.l1_loss(sr_batch.float(), hr_batch)
+    _check_finite({"loss_pixel": loss_pixel}, run.iteration)
+    optimizer = run.optimizers["psnr"]
+    optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss_pixel).backward()
+    run.scaler.step(optimizer)
+    run.schedulers["psnr"].step()
+    return {"loss_pixel": loss_pixel.detach()}
+
+
+def gan_step(run: SRTraining, lr_batch, hr_batch, params: SRParams,
+             device: torch.device) -> dict[str, torch.Tensor]:
+    """One ESRGAN step: relativistic average GAN loss for G, then for D.
+
+    The generator's step only needs gradients through D's input, so it uses the bare
+    discriminator with its parameters frozen; D's own step goes through the (possibly
+    DDP-wrapped) module, one forward and one backward at a time as DDP requires.
+    """
+    discriminator, gan_loss, weights = run.discriminator, run.gan_loss, run.weights
+    hr_batch = hr_batch.contiguous()
+    discriminator.requires_grad_(False)
+    with autocast_for(device, params.precision):
+        sr_batch = run.generator_train(lr_batch)
+        real_pred = discriminator(hr_batch).detach().float()
+        fake_pred = discriminator(sr_batch.contiguous()).float()
+        loss_pixel = weights["pixel"] * F.l1_loss(sr_batch.float(), hr_batch)
+        loss_perceptual = (weights["perceptual"] * run.perceptual(sr_batch.float(), hr_batch)
+                           if run.perceptual is not None else torch.zeros((), device=device))
+        # RaGAN: each side is judged relative to the mean score of the other side.
+        loss_gan = (gan_loss(real_pred - fake_pred.mean(), False, is_disc=False)
+                    + gan_loss(fake_pred - real_pred.mean(), True, is_disc=False)) / 2
+    _check_finite({"loss_pixel": loss_pixel, "loss_perceptual": loss_perceptual,
+                   "loss_gan": loss_gan}, run.iteration)
+    run.optimizers["gan"].zero_grad(set_to_none=True)
+    run.scaler.scale(loss_pixel + loss_perceptual + loss_gan).backward()
+    run.scaler.step(run.optimizers["gan"])
+
+    discriminator.requires_grad_(True)
+    fake_input = sr_batch.detach().contiguous()
+    run.optimizers["d"].zero_grad(set_to_none=True)
+    with torch.no_grad(), autocast_for(device, params.precision):
+        fake_reference = discriminator(fake_input).float().mean()
+    with autocast_for(device, params.precision):
+        real_pred = run.discriminator_train(hr_batch).float()
+        loss_d_real = gan_loss(real_pred - fake_reference, True, is_disc=True) * 0.5
+    _check_finite({"loss_d_real": loss_d_real}, run.iteration)
+    run.scaler.scale(loss_d_real).backward()
+    with autocast_for(device, params.precision):
+        fake_pred = run.discriminator_train(fake_input).float()
+        loss_d_fake = gan_loss(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
+    _check_finite({"loss_d_fake": loss_d_fake}, run.iteration)
+    run.scaler.scale(loss_d_fake).backward()
+    run.scaler.step(run.optimizers["d"])
+    run.schedulers["gan"].step()
+    run.schedulers["d"].step()
+    return {"loss_pixel": loss_pixel.detach(), "loss_perceptual": loss_perceptual.detach(),
+            "loss_gan": loss_gan.detach(), "loss_d": (loss_d_real + loss_d_fake).detach(),
+            "d_real": torch.sigmoid(real_pred.detach()).mean(),
+            "d_fake": torch.sigmoid(fake_pred.detach()).mean()}
+
+
+def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: SRParams,
+             device: torch.device, running: dict[str, list[torch.Tensor]]) -> dict:
+    """Score the EMA generator on the validation pairs; log the running losses with it."""
+    scores = evaluate_sr(run.ema.model, pairs["val_lr"], pairs["val_hr"], params.scale,
+                         device, params.batch_size, params.precision)
+    row = {"iteration": run.iteration, "phase": phase}
+    row |= {k: float(torch.stack(v).mean()) for k, v in running.items() if v}  # one sync
+    row |= scores
+    run.log.append(row)
+    running.clear()
+    return scores
+
+
+def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
+                device: torch.device, seed: int, context: DistContext, save, until: int) -> None:
+    """Train from run.iteration up to `until` (both phases), validating and checkpointing."""
+    train_lr = torch.from_numpy(pairs["train_lr"])
+    train_hr = torch.from_numpy(pairs["train_hr"])
+    memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        train_lr, train_hr = train_lr.pin_memory(), train_hr.pin_memory()
+    rank_batch = params.batch_size // context.world_size
+    total = params.iters_psnr + params.iters_gan
+    running: dict[str, list[torch.Tensor]] = {}
+    run.generator.train()
+    run.discriminator.train()
+    with progress() as bar:
+        task = bar.add_task("train_sr", total=total, completed=run.iteration, status="")
+        while run.iteration < until:
+            started = time.perf_counter()
+            index = batch_indices(len(train_lr), rank_batch, seed, context.rank, run.iteration)
+            lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
+                memory_format=memory_format)
+            hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
+                memory_format=memory_format)
+            phase = "psnr" if run.iteration < params.iters_psnr else "gan"
+            step = psnr_step if phase == "psnr" else gan_step
+            for key, value in step(run, lr_batch, hr_batch, params, device).items():
+                running.setdefault(key, []).append(value)
+            run.scaler.update()
+            run.iteration += 1
+            run.ema.update(run.generator, run.iteration)
+            run.seconds += time.perf_counter() - started
+            end_of_phase1 = run.iteration == params.iters_psnr
+            if context.is_main and (end_of_phase1 or run.iteration % params.val_every == 0
+                                    or run.iteration == total):
+                scores = validate(run, pairs, phase, params, device, running)
+                if end_of_phase1:
+                    run.phase1 = {"scores": scores, "state": _cpu_state(run.ema.model)}
+            if end_of_phase1 or (run.iteration % params.checkpoint_every == 0
+                                 and run.iteration < total):
+                save()
+            last = run.log[-1] if run.log else {}
+            bar.update(task, completed=run.iteration, status=f"{phase} " + " ".join(
+                f"{k.removeprefix('loss_')}={v:.4g}" for k, v in last.items()
+                if k.startswith(("loss", "psnr")) and isinstance(v, float)))
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def choose_generator(candidates: dict[str, dict], choice: str) -> str:
+    """Name of the generator that feeds the classifier: `choice`, or for `best` the one
+    with the higher validation PSNR (phase 1 wins a tie: it has no GAN artefacts)."""
+    if choice != "best":
+        if choice not in candidates:
+            raise PipelineError(f"sr.generator: {choice} asked for but there is no {choice} "
+                                "generator (sr.iters_gan: 0 trains phase 1 only)")
+        return choice
+    return max(candidates, key=lambda name: (candidates[name]["psnr"], name == "psnr"))
+
+
+def summarise(run: SRTraining, params: SRParams, context: DistContext,
+              device: torch.device, digests: list[str]) -> dict:
+    """Metrics of a finished run: both generators' validation figures and the chosen one."""
+    final = run.log[-1]
+    candidates = {"psnr": run.phase1["scores"]}
+    if params.iters_gan > 0:
+        candidates["gan"] = {k: final[k] for k in ("psnr", "ssim")}
+    chosen = choose_generator(candidates, params.generator)
+    return {
+        "generator": chosen,
+        "psnr": candidates[chosen]["psnr"], "ssim": candidates[chosen]["ssim"],
+        "psnr_bicubic": final["psnr_bicubic"], "ssim_bicubic": final["ssim_bicubic"],
+        "psnr_phase1": candidates["psnr"]["psnr"], "ssim_phase1": candidates["psnr"]["ssim"],
+        "psnr_gan": candidates.get("gan", {}).get("psnr"),
+        "ssim_gan": candidates.get("gan", {}).get("ssim"),
+        "metric_border_px": params.scale,
+        "gan_phase_weights": run.weights,
+        "train_seconds": round(run.seconds, 2), "iterations": run.iteration,
+        "generator_params_millions": round(
+            sum(p.numel() for p in run.generator.parameters()) / 1e6, 4),
+        "perceptual_loss": "vgg19:" + Path(params.vgg_weights).name if run.perceptual
+        else "off",
+        "discriminator": params.discriminator,
+        "world_size": context.world_size, "replica_weight_digests": digests,
+        "environment": environment_record(device),
+    }
+
+
 def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.device, seed: int,
              checkpoint_dir: Path, stop_after: int | None = None,
              context: DistContext = SINGLE_PROCESS) -> dict:
-    """Train (or resume) and return {ema_state, metrics, log}; `stop_after` is for tests.
+    """Train (or resume) and return {generators, ema_state, metrics, log}; `stop_after` is
+    for tests. A finished run leaves a compact record, so a change of sr.generator alone
+    exports again without training.
 
     Under torchrun each rank draws sr.batch_size / world_size pairs per step (the global
     batch stays sr.batch_size); DDP averages gradients; rank 0 validates and checkpoints.
@@ -118,222 +394,85 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     config = training_config(params, seed, pairs)
     checkpoint_path = checkpoint_path_for(checkpoint_dir, config)
     remove_stale_temporaries(checkpoint_dir)
+    state = load_checkpoint(checkpoint_path, config)
+    if state is not None and state.get("finished"):
+        console.print(f"SR training already finished for these params ({checkpoint_path})")
+        return state["result"] | {"checkpoint": checkpoint_path}
     seed_everything(seed, deterministic=device.type == "cpu")
-    train_lr = torch.from_numpy(pairs["train_lr"])
-    train_hr = torch.from_numpy(pairs["train_hr"])
-
-    generator = build_generator(params.scale, params.num_feat, params.num_block,
-                                params.num_grow_ch, params.residual).to(device)
-    discriminator = build_discriminator(params.hr_patch, params.disc_feat).to(device)
-    memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
-    generator.to(memory_format=memory_format)
-    # basicsr's discriminator flattens with .view(), which needs contiguous (NCHW) features,
-    # so it stays in the default memory format and gets contiguous inputs.
     if params.batch_size % context.world_size:
         raise PipelineError(f"sr.batch_size {params.batch_size} does not divide over "
                             f"{context.world_size} processes")
-    rank_batch = params.batch_size // context.world_size
-    generator_train = wrap(generator, context, device)
-    discriminator_train = wrap(discriminator, context, device)
-    ema = EMA(generator, params.ema_decay)
-    perceptual = None
-    if params.weight_perceptual > 0 and params.iters_gan > 0:
-        try:
-            perceptual = VGGPerceptualLoss(Path(params.vgg_weights)).to(device)
-        except WeightsError as exc:
-            raise PipelineError(str(exc)) from None
-    gan_loss = GANLoss("vanilla", loss_weight=params.weight_gan).to(device)
-    betas = (0.9, 0.99)  # ESRGAN's Adam betas
-    opt_psnr = torch.optim.Adam(generator.parameters(), lr=params.lr_g, betas=betas)
-    # ESRGAN halves the generator's learning rate for the GAN phase (2e-4 -> 1e-4).
-    opt_gan = torch.optim.Adam(generator.parameters(), lr=params.lr_g / 2, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=params.lr_d, betas=betas)
-    sched_psnr = torch.optim.lr_scheduler.MultiStepLR(
-        opt_psnr, _milestones(params.lr_milestones, params.iters_psnr), 0.5)
-    sched_gan = torch.optim.lr_scheduler.MultiStepLR(
-        opt_gan, _milestones(params.lr_milestones, max(params.iters_gan, 1)), 0.5)
-    sched_d = torch.optim.lr_scheduler.MultiStepLR(
-        opt_d, _milestones(params.lr_milestones, max(params.iters_gan, 1)), 0.5)
-    scaler = torch.amp.GradScaler(device.type, enabled=params.precision == "fp16")
-
-    iteration, log, psnr_phase1, seconds = 0, [], {}, 0.0
-    state = load_checkpoint(checkpoint_path, config)
+    run = build_training(params, device, context)
     if state is not None:
-        generator.load_state_dict(state["generator"])
-        ema.model.load_state_dict(state["ema"])
-        discriminator.load_state_dict(state["discriminator"])
-        for obj, key in ((opt_psnr, "opt_psnr"), (opt_gan, "opt_gan"), (opt_d, "opt_d"),
-                         (sched_psnr, "sched_psnr"), (sched_gan, "sched_gan"),
-                         (sched_d, "sched_d")):
-            obj.load_state_dict(state[key])
-        torch.set_rng_state(state["torch_rng"])
-        iteration, log = state["iteration"], state["log"]
-        psnr_phase1, seconds = state["phase1"], state["train_seconds"]
-        console.print(f"resuming SR training from {checkpoint_path} at iteration {iteration}")
+        restore(run, state)
+        console.print(f"resuming SR training from {checkpoint_path} at iteration "
+                      f"{run.iteration}")
 
-    def save_checkpoint() -> None:
-        if not context.is_main:
-            return
-        save_torch_atomic(checkpoint_path, {
-            "config": config, "iteration": iteration, "generator": generator.state_dict(),
-            "ema": ema.model.state_dict(), "discriminator": discriminator.state_dict(),
-            "opt_psnr": opt_psnr.state_dict(), "opt_gan": opt_gan.state_dict(),
-            "opt_d": opt_d.state_dict(), "sched_psnr": sched_psnr.state_dict(),
-            "sched_gan": sched_gan.state_dict(), "sched_d": sched_d.state_dict(),
-            "torch_rng": torch.get_rng_state(), "log": log,
-            "phase1": psnr_phase1, "train_seconds": seconds})
-
-    def validate(phase: str, running: dict[str, list[float]]) -> dict:
-        if not context.is_main:
-            running.clear()
-            return {}
-        scores = evaluate_sr(ema.model, pairs["val_lr"], pairs["val_hr"], params.scale, device,
-                             params.batch_size, params.precision)
-        row = {"iteration": iteration, "phase": phase}
-        row |= {k: float(np.mean(v)) for k, v in running.items() if v}
-        row |= scores
-        log.append(row)
-        running.clear()
-        return scores
+    def save() -> None:
+        if context.is_main:
+            save_torch_atomic(checkpoint_path, checkpoint_state(run, config))
 
     total = params.iters_psnr + params.iters_gan
-    running: dict[str, list[float]] = {}
-    generator.train()
-    discriminator.train()
-    with progress() as bar:
-        task = bar.add_task("train_sr", total=total, completed=iteration, status="")
-        while iteration < total:
-            if stop_after is not None and iteration >= stop_after:
-                break
-            started = time.perf_counter()
-            index = batch_indices(len(train_lr), rank_batch, seed, context.rank, iteration)
-            lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
-                memory_format=memory_format)
-            hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
-                memory_format=memory_format)
-            phase = "psnr" if iteration < params.iters_psnr else "gan"
-            if phase == "psnr":
-                with autocast_for(device, params.precision):
-                    sr_batch = generator_train(lr_batch)
-                    loss_pixel = F.l1_loss(sr_batch.float(), hr_batch)
-                _check_finite({"loss_pixel": loss_pixel}, iteration)
-                opt_psnr.zero_grad(set_to_none=True)
-                scaler.scale(loss_pixel).backward()
-                scaler.step(opt_psnr)
-                sched_psnr.step()
-                running.setdefault("loss_pixel", []).append(loss_pixel.item())
-            else:
-                losses = _gan_step(generator_train, discriminator, discriminator_train, gan_loss,
-                                   perceptual, lr_batch, hr_batch, params, device, opt_gan,
-                                   opt_d, scaler, iteration)
-                sched_gan.step()
-                sched_d.step()
-                for key, value in losses.items():
-                    running.setdefault(key, []).append(value)
-            scaler.update()
-            iteration += 1
-            ema.update(generator, iteration)
-            seconds += time.perf_counter() - started
-
-            if iteration == params.iters_psnr:
-                psnr_phase1 = validate("psnr", running)
-                save_checkpoint()
-            elif iteration % params.val_every == 0 or iteration == total:
-                validate(phase, running)
-            if iteration % params.checkpoint_every == 0 and iteration < total:
-                save_checkpoint()
-            last = log[-1] if log else {}
-            bar.update(task, completed=iteration, status=(
-                f"{phase} " + " ".join(f"{k[5:] if k.startswith('loss_') else k}={v:.4g}"
-                                       for k, v in last.items()
-                                       if k.startswith(("loss", "psnr")) and
-                                       isinstance(v, float))))
-
-    if iteration < total:  # stopped early on purpose (tests): leave the checkpoint for resume
-        save_checkpoint()
+    train_steps(run, pairs, params, device, seed, context, save,
+                until=total if stop_after is None else min(stop_after, total))
+    unfinished = {"generators": None, "ema_state": None, "metrics": None, "log": run.log,
+                  "iteration": run.iteration, "checkpoint": checkpoint_path}
+    if run.iteration < total:  # stopped early on purpose (tests): leave it for resume
+        save()
         barrier(context)
-        return {"ema_state": None, "metrics": None, "log": log, "iteration": iteration,
-                "checkpoint": checkpoint_path}
-
-    digests = replica_digests(generator, context)  # collective: every rank takes part
+        return unfinished
+    digests = replica_digests(run.generator, context)  # collective: every rank takes part
     if not context.is_main:
-        return {"ema_state": None, "metrics": None, "log": log, "iteration": iteration,
-                "checkpoint": checkpoint_path}
-    final = log[-1]
-    metrics = {
-        "psnr": final["psnr"], "ssim": final["ssim"],
-        "psnr_bicubic": final["psnr_bicubic"], "ssim_bicubic": final["ssim_bicubic"],
-        "psnr_phase1": psnr_phase1.get("psnr"), "ssim_phase1": psnr_phase1.get("ssim"),
-        "train_seconds": round(seconds, 2), "iterations": iteration,
-        "generator_params_millions": round(sum(p.numel() for p in generator.parameters()) / 1e6,
-                                           4),
-        "perceptual_loss": "vgg19:" + Path(params.vgg_weights).name if perceptual else "off",
-        "world_size": context.world_size, "replica_weight_digests": digests,
-        "environment": environment_record(device),
-    }
-    return {"ema_state": {k: v.detach().cpu() for k, v in ema.model.state_dict().items()},
-            "metrics": metrics, "log": log, "iteration": iteration,
-            "checkpoint": checkpoint_path}
+        return unfinished
+    generators = {"psnr": run.phase1["state"]}
+    if params.iters_gan > 0:
+        generators["gan"] = _cpu_state(run.ema.model)
+    metrics = summarise(run, params, context, device, digests)
+    result = {"generators": generators, "ema_state": generators[metrics["generator"]],
+              "metrics": metrics, "log": run.log, "iteration": run.iteration}
+    # The finished record replaces the training checkpoint: weights of the exported
+    # generators only (no optimiser or discriminator state), enough to re-export.
+    save_torch_atomic(checkpoint_path, {"config": config, "finished": True, "result": result})
+    return result | {"checkpoint": checkpoint_path}
 
 
-def _gan_step(generator, discriminator, discriminator_train, gan_loss, perceptual, lr_batch,
-              hr_batch, params: SRParams, device, opt_g, opt_d, scaler,
-              iteration) -> dict[str, float]:
-    """One ESRGAN step: relativistic average GAN loss for G, then for D.
+def export_generators(result: dict, params: SRParams, model_dir: Path) -> None:
+    """generator_<name>.pt for each trained generator and generator.pt for the chosen one."""
+    model_config = {k: getattr(params, k) for k in MODEL_KEYS}
+    for name, state in result["generators"].items():
+        scores = {"psnr": result["metrics"][f"psnr_{'phase1' if name == 'psnr' else name}"]}
+        save_torch_atomic(model_dir / f"generator_{name}.pt",
+                          {"model": state, "config": model_config, "name": name,
+                           "validation": scores})
+    chosen = result["metrics"]["generator"]
+    save_torch_atomic(model_dir / "generator.pt",
+                      {"model": result["generators"][chosen], "config": model_config,
+                       "name": chosen, "validation": {"psnr": result["metrics"]["psnr"],
+                                                      "ssim": result["metrics"]["ssim"]}})
 
-    `discriminator` is the bare module, `discriminator_train` the (possibly DDP-wrapped)
-    one whose gradients are synchronised. The generator's step only needs gradients
-    through D's input, so it uses the bare module with D's parameters frozen.
-    """
-    hr_batch = hr_batch.contiguous()
-    for p in discriminator.parameters():
-        p.requires_grad_(False)
-    with autocast_for(device, params.precision):
-        sr_batch = generator(lr_batch)
-        real_pred = discriminator(hr_batch).detach().float()
-        fake_pred = discriminator(sr_batch.contiguous()).float()
-        loss_pixel = params.weight_pixel * F.l1_loss(sr_batch.float(), hr_batch)
-        loss_perceptual = (params.weight_perceptual * perceptual(sr_batch.float(), hr_batch)
-                           if perceptual is not None else torch.zeros((), device=device))
-        # RaGAN: each side is judged relative to the mean score of the other side.
-        loss_gan = (gan_loss(real_pred - fake_pred.mean(), False, is_disc=False)
-                    + gan_loss(fake_pred - real_pred.mean(), True, is_disc=False)) / 2
-    loss_g = loss_pixel + loss_perceptual + loss_gan
-    _check_finite({"loss_pixel": loss_pixel, "loss_perceptual": loss_perceptual,
-                   "loss_gan": loss_gan}, iteration)
-    opt_g.zero_grad(set_to_none=True)
-    scaler.scale(loss_g).backward()
-    scaler.step(opt_g)
 
-    for p in discriminator.parameters():
-        p.requires_grad_(True)
-    fake_input = sr_batch.detach().contiguous()
-    opt_d.zero_grad(set_to_none=True)
-    # One forward and one backward at a time (as basicsr does), which DDP requires.
-    with torch.no_grad(), autocast_for(device, params.precision):
-        fake_reference = discriminator(fake_input).float().mean()
-    with autocast_for(device, params.precision):
-        real_pred = discriminator_train(hr_batch).float()
-        loss_d_real = gan_loss(real_pred - fake_reference, True, is_disc=True) * 0.5
-    _check_finite({"loss_d_real": loss_d_real}, iteration)
-    scaler.scale(loss_d_real).backward()
-    with autocast_for(device, params.precision):
-        fake_pred = discriminator_train(fake_input).float()
-        loss_d_fake = gan_loss(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
-    _check_finite({"loss_d_fake": loss_d_fake}, iteration)
-    scaler.scale(loss_d_fake).backward()
-    scaler.step(opt_d)
-    return {"loss_pixel": loss_pixel.item(), "loss_perceptual": loss_perceptual.item(),
-            "loss_gan": loss_gan.item(), "loss_d": (loss_d_real + loss_d_fake).item(),
-            "d_real": torch.sigmoid(real_pred.detach()).mean().item(),
-            "d_fake": torch.sigmoid(fake_pred.detach()).mean().item()}
+def report_generator(metrics: dict) -> None:
+    """Console summary, and a warning when the chosen generator does worse than bicubic."""
+    console.print(f"SR (validation, border {metrics['metric_border_px']} px): "
+                  f"phase-1 {metrics['psnr_phase1']:.2f} dB"
+                  + (f", GAN {metrics['psnr_gan']:.2f} dB" if metrics["psnr_gan"] else "")
+                  + f", bicubic {metrics['psnr_bicubic']:.2f} dB; exported "
+                  f"'{metrics['generator']}' (PSNR {metrics['psnr']:.2f}, "
+                  f"SSIM {metrics['ssim']:.4f} vs bicubic {metrics['ssim_bicubic']:.4f})")
+    if metrics["psnr"] < metrics["psnr_bicubic"]:
+        console.print(f"[bold yellow]warning:[/] the exported generator "
+                      f"('{metrics['generator']}') is below bicubic on validation "
+                      f"({metrics['psnr']:.2f} < {metrics['psnr_bicubic']:.2f} dB): SR makes "
+                      "these images worse; train longer, try sr.generator: best, or compare "
+                      "classifier.input: bicubic", highlight=False)
 
 
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True, help="EMA generator output (.pt)")
+    parser.add_argument("--model-dir", type=Path, required=True,
+                        help="folder for generator.pt (the chosen one) and generator_<name>.pt")
     parser.add_argument("--checkpoints", type=Path, required=True, help="persistent folder")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--curves", type=Path, required=True)
@@ -350,18 +489,13 @@ def main() -> None:
     if not context.is_main:
         console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")
         return
-
-    model_config = {k: getattr(params.sr, k) for k in ("scale", "num_feat", "num_block",
-                                                       "num_grow_ch", "residual")}
-    save_torch_atomic(args.model, {"model": result["ema_state"], "config": model_config})
+    export_generators(result, params.sr, args.model_dir)
     write_csv_atomic(args.curves, pd.DataFrame(result["log"]))
-    save_sr_samples(result["ema_state"], model_config, pairs, args.samples)
+    save_sr_samples(result["ema_state"], {k: getattr(params.sr, k) for k in MODEL_KEYS},
+                    pairs, args.samples)
     write_json_atomic(args.metrics, result["metrics"])
-    result["checkpoint"].unlink(missing_ok=True)  # finished: nothing left to resume
-    m = result["metrics"]
-    console.print(f"SR (EMA, validation): PSNR {m['psnr']:.2f} dB vs bicubic "
-                  f"{m['psnr_bicubic']:.2f} dB; SSIM {m['ssim']:.4f} vs {m['ssim_bicubic']:.4f}")
-    if not math.isfinite(m["psnr"]):
+    report_generator(result["metrics"])
+    if not math.isfinite(result["metrics"]["psnr"]):
         raise PipelineError("validation PSNR is not finite")
 
 

@@ -185,7 +185,8 @@ def test_sr_checkpoint_needing_unpickling_is_refused(project, tmp_path):
     params_file = write_params(tmp_path / "p.yaml")
     params = load_params(params_file)
     result = stage("pipeline.make_pairs", "--crops", str(project / "ingested" / "crops"),
-                   "--split", str(project / "split.csv"), "--out", str(tmp_path / "pairs"),
+                   "--split", str(project / "split.csv"), "--manifest",
+                   str(project / "ingested" / "manifest.csv"), "--out", str(tmp_path / "pairs"),
                    "--params", str(params_file))
     assert result.returncode == 0, result.stderr
     pairs = {n: load_array(tmp_path / "pairs" / f"{n}.npy")
@@ -196,8 +197,8 @@ def test_sr_checkpoint_needing_unpickling_is_refused(project, tmp_path):
     marker = tmp_path / "payload_ran"
     checkpoint.write_bytes(pickle.dumps({"config": TouchOnUnpickle(marker)}))
     before = snapshot(project)
-    result = stage("pipeline.train_sr", "--pairs", str(tmp_path / "pairs"), "--model",
-                   str(tmp_path / "g.pt"), "--checkpoints", str(tmp_path / "ckpt"),
+    result = stage("pipeline.train_sr", "--pairs", str(tmp_path / "pairs"), "--model-dir",
+                   str(tmp_path / "models"), "--checkpoints", str(tmp_path / "ckpt"),
                    "--metrics", str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"),
                    "--samples", str(tmp_path / "s.png"), "--params", str(params_file))
     _check_failure(result, before, project, "SR checkpoint needing arbitrary unpickling",

@@ -81,7 +81,7 @@ def test_sr_two_ranks_gloo(tmp_path):
         save_array_atomic(pairs / f"{name}.npy", array)
     out = tmp_path / "out"
     _launch(2, "pipeline.train_sr", [
-        "--pairs", str(pairs), "--model", str(out / "g.pt"), "--checkpoints",
+        "--pairs", str(pairs), "--model-dir", str(out), "--checkpoints",
         str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",
         str(out / "curves.csv"), "--samples", str(out / "s.png"), "--params",
         str(params_file)], tmp_path)
@@ -93,4 +93,4 @@ def test_sr_two_ranks_gloo(tmp_path):
     assert curves["loss_pixel"].iloc[1] < curves["loss_pixel"].iloc[0]
     log = (tmp_path / "out.txt").read_text()
     assert "rank 1: training done; rank 0 writes the outputs" in log
-    assert log.count("SR (EMA, validation)") == 1
+    assert log.count("SR (validation") == 1

@@ -59,7 +59,7 @@ def test_train_sr_sigkill_and_resume(tmp_path, seed):
 
     def args(run: str) -> list[str]:
         out = tmp_path / run
-        return ["pipeline.train_sr", "--pairs", str(pairs_dir), "--model", str(out / "g.pt"),
+        return ["pipeline.train_sr", "--pairs", str(pairs_dir), "--model-dir", str(out),
                 "--checkpoints", str(out / "ckpt"), "--metrics", str(out / "m.json"),
                 "--curves", str(out / "curves.csv"), "--samples", str(out / "s.png"),
                 "--params", str(params_file)]
@@ -67,16 +67,19 @@ def test_train_sr_sigkill_and_resume(tmp_path, seed):
     _run(args("straight"))
     process = _start(args("killed"))
     _kill_after_first_checkpoint(process, tmp_path / "killed" / "ckpt", seed)
-    assert not (tmp_path / "killed" / "g.pt").exists()
+    assert not (tmp_path / "killed" / "generator.pt").exists()
     output = _run(args("killed"))
     assert "resuming SR training" in output
-    straight = torch.load(tmp_path / "straight" / "g.pt", weights_only=True)["model"]
-    resumed = torch.load(tmp_path / "killed" / "g.pt", weights_only=True)["model"]
+    straight = torch.load(tmp_path / "straight" / "generator.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "killed" / "generator.pt", weights_only=True)["model"]
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], msg=key)
     curves = pd.read_csv(tmp_path / "killed" / "curves.csv")
     assert curves["iteration"].tolist() == [10, 20, 30, 40, 50]
-    assert not list((tmp_path / "killed" / "ckpt").glob("*.pt"))  # finished: cleaned up
+    # Finished: the training checkpoint became the compact finished record (no optimiser).
+    (record,) = (tmp_path / "killed" / "ckpt").glob("*.pt")
+    finished = torch.load(record, weights_only=True)
+    assert finished["finished"] and "optimizers" not in finished
 
 
 def test_train_classifier_sigkill_and_resume(tmp_path):
