@@ -3,9 +3,11 @@
 A plain loop over basicsr's RRDBNet and a basicsr discriminator (no option files):
 phase 1 optimises L1 for sr.iters_psnr steps; phase 2 starts from it and adds the
 relativistic average GAN loss and (optionally) the VGG19 perceptual loss. An EMA copy of
-the generator is validated throughout. Both generators are exported, the PSNR-oriented
-one (EMA at the end of phase 1) and the GAN one (EMA at the end), each with its
-validation PSNR/SSIM; sr.generator picks the one that feeds the classifier.
+the generator is validated throughout. Both generators are exported, each with its
+validation PSNR/SSIM: the PSNR-oriented one (the best phase-1 EMA on validation; with
+sr.residual the candidates start at the untrained generator, which is exactly bicubic, so
+it is never below bicubic on validation) and the GAN one (the EMA at the end);
+sr.generator picks the one that feeds the classifier.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class SRTraining:
     iteration: int = 0
     seconds: float = 0.0
     log: list[dict] = field(default_factory=list)
-    phase1: dict = field(default_factory=dict)  # {"scores": ..., "state": EMA weights}
+    phase1: dict = field(default_factory=dict)  # best phase-1 validation: scores, state, step
 
 
 def _milestones(fractions: list[float], iters: int) -> list[int]:
@@ -304,6 +306,12 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
     rank_batch = params.batch_size // context.world_size
     total = params.iters_psnr + params.iters_gan
     running: dict[str, list[torch.Tensor]] = {}
+    if run.iteration == 0 and context.is_main:
+        # The untrained residual generator is exactly bicubic: the first candidate, so the
+        # exported phase-1 model can never be worse than bicubic on validation.
+        keep_if_best(run, evaluate_sr(run.ema.model, pairs["val_lr"], pairs["val_hr"],
+                                      params.scale, device, params.batch_size,
+                                      params.precision))
     run.generator.train()
     run.discriminator.train()
     with progress() as bar:
@@ -327,8 +335,8 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
             if context.is_main and (end_of_phase1 or run.iteration % params.val_every == 0
                                     or run.iteration == total):
                 scores = validate(run, pairs, phase, params, device, running)
-                if end_of_phase1:
-                    run.phase1 = {"scores": scores, "state": _cpu_state(run.ema.model)}
+                if phase == "psnr":
+                    keep_if_best(run, scores)
             if end_of_phase1 or (run.iteration % params.checkpoint_every == 0
                                  and run.iteration < total):
                 save()
@@ -336,6 +344,14 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
             bar.update(task, completed=run.iteration, status=f"{phase} " + " ".join(
                 f"{k.removeprefix('loss_')}={v:.4g}" for k, v in last.items()
                 if k.startswith(("loss", "psnr")) and isinstance(v, float)))
+
+
+def keep_if_best(run: SRTraining, scores: dict) -> None:
+    """Phase 1 is model selection on validation PSNR, as the classifier's best epoch is:
+    the EMA weights of the best validation so far are the PSNR-oriented generator."""
+    if not run.phase1 or scores["psnr"] > run.phase1["scores"]["psnr"]:
+        run.phase1 = {"scores": scores, "state": _cpu_state(run.ema.model),
+                      "iteration": run.iteration}
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -366,6 +382,7 @@ def summarise(run: SRTraining, params: SRParams, context: DistContext,
         "psnr": candidates[chosen]["psnr"], "ssim": candidates[chosen]["ssim"],
         "psnr_bicubic": final["psnr_bicubic"], "ssim_bicubic": final["ssim_bicubic"],
         "psnr_phase1": candidates["psnr"]["psnr"], "ssim_phase1": candidates["psnr"]["ssim"],
+        "phase1_best_iteration": run.phase1["iteration"],
         "psnr_gan": candidates.get("gan", {}).get("psnr"),
         "ssim_gan": candidates.get("gan", {}).get("ssim"),
         "metric_border_px": params.scale,
