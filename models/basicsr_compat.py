@@ -14,13 +14,13 @@ import torchvision.transforms.functional as _tv_functional
 
 sys.modules.setdefault("torchvision.transforms.functional_tensor", _tv_functional)
 
-from basicsr.archs.discriminator_arch import (  # noqa: E402
-    UNetDiscriminatorSN,
-    VGGStyleDiscriminator,
-)
+from basicsr.archs import discriminator_arch  # noqa: E402
 from basicsr.archs.rrdbnet_arch import RRDBNet  # noqa: E402
 from basicsr.losses.gan_loss import GANLoss  # noqa: E402
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt, calculate_ssim_pt  # noqa: E402
+
+UNetDiscriminatorSN = discriminator_arch.UNetDiscriminatorSN
+VGGStyleDiscriminator = discriminator_arch.VGGStyleDiscriminator
 
 __all__ = ["RRDBNet", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "GANLoss",
            "calculate_psnr_pt", "calculate_ssim_pt"]
