@@ -19,7 +19,7 @@ from pipeline.common import (
     write_text_atomic,
 )
 from pipeline.config import load_params
-from pipeline.metrics import delong_test, paired_bootstrap_auc_difference, roc_points, sample_level
+from pipeline.metrics import SampleMismatchError, paired_sample_comparison, roc_points, sample_level
 
 COLUMNS = [
     ("crop", "auc"), ("crop", "auc_ci_low"), ("crop", "auc_ci_high"), ("crop", "accuracy"),
@@ -29,6 +29,9 @@ COLUMNS = [
     ("sample", "accuracy"), ("sample", "balanced_accuracy"), ("sample", "sensitivity"),
     ("sample", "specificity"),
 ]
+PAIRED_COLUMNS = ["backbone_a", "backbone_b", "level", "samples", "auc_a", "auc_b",
+                  "auc_difference", "difference_ci_low", "difference_ci_high",
+                  "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value"]
 COSTS = ["train_seconds", "peak_memory_mb", "params_millions", "infer_ms_per_image",
          "infer_images_per_s"]
 
@@ -48,44 +51,44 @@ def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
-    for column in shown.columns:
-        if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(lambda v: f"{v:.3f}")
-    header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    def cell(column: str, value) -> str:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return ""  # not estimable / not applicable
+        if isinstance(value, float):
+            return f"{value:.3g}" if column.endswith("p_value") else f"{value:.3f}"
+        return str(value)
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, row)) + " |"
+            for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
 
 def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,
                        seed: int) -> pd.DataFrame:
     """Every pair of backbones on the same test samples: AUC difference, paired bootstrap
-    95% interval and DeLong's p-value, at sample level (the patient is the unit)."""
-    samples = {}
-    for backbone in backbones:
-        predictions = pd.read_csv(eval_dir / backbone / "predictions.csv")
-        samples[backbone] = sample_level(predictions).set_index("group").sort_index()
+    95% interval and DeLong's p-value, at sample level (the patient is the unit).
+
+    delong_z and delong_p_value are empty where DeLong's variance is zero (not estimable).
+    """
+    predictions = {b: pd.read_csv(eval_dir / b / "predictions.csv") for b in backbones}
     rows = []
     for a, b in itertools.combinations(backbones, 2):
-        left, right = samples[a], samples[b]
-        if not left.index.equals(right.index):
-            raise PipelineError(f"{a} and {b} were evaluated on different test samples")
-        labels = left["label"].to_numpy()
-        row = {"backbone_a": a, "backbone_b": b, "level": "sample", "samples": len(labels)}
         try:
-            test = delong_test(labels, left["prob"].to_numpy(), right["prob"].to_numpy())
-            low, high = paired_bootstrap_auc_difference(
-                labels, left["prob"].to_numpy(), right["prob"].to_numpy(), resamples, seed)
+            result = paired_sample_comparison(predictions[a], predictions[b], resamples, seed)
+        except SampleMismatchError as exc:
+            raise PipelineError(f"{a} and {b}: {exc}") from None
         except ValueError as exc:  # too few samples of a class
             console.print(f"[yellow]paired test {a} vs {b} skipped: {exc}[/]")
             continue
-        row |= {"auc_a": test["auc_a"], "auc_b": test["auc_b"],
-                "auc_difference": test["difference"], "difference_ci_low": low,
-                "difference_ci_high": high, "delong_z": test["z"],
-                "delong_p_value": test["p_value"]}
-        rows.append(row)
-    return pd.DataFrame(rows)
+        rows.append({"backbone_a": a, "backbone_b": b, "level": "sample", **result})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def describe_p_value(p_value: float | None) -> str:
+    """DeLong's p for the console; empty (None or NaN from a CSV) means not estimable."""
+    return "not estimable" if p_value is None or pd.isna(p_value) else f"{p_value:.3g}"
 
 
 def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
@@ -99,8 +102,7 @@ def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
         for backbone in backbones:
             predictions = pd.read_csv(eval_dir / backbone / "predictions.csv")
             if level == "sample":
-                predictions = predictions.groupby("group").agg(label=("label", "first"),
-                                                               prob=("prob", "mean"))
+                predictions = sample_level(predictions)
             points = roc_points(predictions["label"].to_numpy(), predictions["prob"].to_numpy())
             metrics = json.loads((eval_dir / backbone / "metrics.json").read_text())[level]
             ax.plot([p["fpr"] for p in points], [p["tpr"] for p in points],
@@ -130,7 +132,8 @@ def main() -> None:
     write_csv_atomic(args.out / "table.csv", frame)
     write_csv_atomic(args.out / "paired.csv", paired)
     write_text_atomic(args.out / "table.md", markdown_table(frame) + (
-        "\n## Paired comparisons (same test samples)\n\n" + markdown_table(paired)
+        "\n## Paired comparisons (same test samples)\n\n" + markdown_table(paired) +
+        "\nEmpty DeLong z and p: the variance of the difference is zero (not estimable).\n"
         if not paired.empty else ""))
     plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
 
@@ -151,7 +154,7 @@ def main() -> None:
         console.print(f"{row.backbone_a} vs {row.backbone_b} (sample level, {row.samples} "
                       f"samples): AUC difference {row.auc_difference:+.3f} "
                       f"[{row.difference_ci_low:+.3f}, {row.difference_ci_high:+.3f}], "
-                      f"DeLong p = {row.delong_p_value:.3g}")
+                      f"DeLong p = {describe_p_value(row.delong_p_value)}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,33 @@
 AUC is the area under the ROC curve of the scores; accuracy is the share of correct
 decisions at threshold 0.5. The study used the two words interchangeably; here they
 are separate keys, always computed on the held-out test split.
+
+Every interval resamples samples (patients), never crops: crops of one sample are
+correlated, and resampling them as if independent gives intervals that are too narrow.
+The resampling is stratified by class (each class's samples drawn with replacement,
+its count kept), so no resample lacks a class and every resample is kept.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
+from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+
+class Interval(NamedTuple):
+    """A percentile bootstrap interval and the number of resamples it rests on."""
+
+    low: float
+    high: float
+    resamples: int
+
+
+class SampleMismatchError(ValueError):
+    """Two prediction sets that should be paired cover different test samples."""
 
 
 def expected_calibration_error(labels: np.ndarray, prob_positive: np.ndarray,
@@ -55,44 +75,119 @@ def sample_level(predictions: pd.DataFrame) -> pd.DataFrame:
                          "prob": grouped["prob"].mean().values})
 
 
-def bootstrap_auc_interval(predictions: pd.DataFrame, level: str, resamples: int, seed: int,
-                           alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of AUC, resampling samples (groups) with replacement.
+# ---------------------------------------------------------------- bootstrap over samples
+def stratified_sample_draws(sample_labels: np.ndarray, resamples: int,
+                            seed: int) -> tuple[np.ndarray, int]:
+    """(resamples, n_samples) indices into the samples, and how many columns are negatives.
 
-    Crops of one sample are correlated, so the resampling unit is the sample at both
-    levels; at crop level every crop of a drawn sample comes along.
+    Each class's samples are drawn with replacement in their own number, negatives in the
+    first columns, so every resample has both classes and the class balance of the data.
+    scipy.stats.bootstrap resamples independent groups the same way but refuses a group
+    of one observation, which a small test split (one control sample) can have.
     """
+    sample_labels = np.asarray(sample_labels).astype(int)
+    negatives, positives = np.flatnonzero(sample_labels == 0), np.flatnonzero(sample_labels == 1)
+    if len(negatives) == 0 or len(positives) == 0:
+        raise ValueError(f"a bootstrap over samples needs samples of both classes; got "
+                         f"{len(positives)} positive and {len(negatives)} negative samples")
     rng = np.random.default_rng(seed)
-    groups = predictions["group"].unique()
-    by_group = {g: predictions[predictions["group"] == g] for g in groups}
-    sample_table = sample_level(predictions).set_index("group")
-    values = []
-    for _ in range(resamples):
-        drawn = rng.choice(groups, len(groups), replace=True)
+    draws = np.concatenate([rng.choice(negatives, (resamples, len(negatives))),
+                            rng.choice(positives, (resamples, len(positives)))], axis=1)
+    return draws, len(negatives)
+
+
+def _auc_from_ranks(scores: np.ndarray, negatives: int) -> np.ndarray:
+    """AUC of each row of `scores` whose first `negatives` columns are the negatives
+    (Mann-Whitney U from midranks, so ties count one half, as in roc_auc_score)."""
+    ranks = rankdata(scores, axis=-1)
+    positives = scores.shape[-1] - negatives
+    return ((ranks[..., negatives:].sum(axis=-1) - positives * (positives + 1) / 2)
+            / (positives * negatives))
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> Interval:
+    values = np.asarray(values, float)
+    kept = values[np.isfinite(values)]
+    if kept.size == 0:
+        raise ValueError("no bootstrap resample gave a finite value")
+    low, high = np.quantile(kept, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(low), float(high), int(kept.size))
+
+
+THRESHOLDED = ("accuracy", "balanced_accuracy", "sensitivity", "specificity")
+
+
+def bootstrap_metric_interval(predictions: pd.DataFrame, level: str, metric: str,
+                              resamples: int, seed: int, alpha: float = 0.05,
+                              threshold: float = 0.5) -> Interval:
+    """Percentile interval of `metric` (auc or a thresholded one) at crop or sample level.
+
+    The resampling unit is the sample at both levels, stratified by class; at crop level
+    every crop of a drawn sample comes along, so a sample's crops stay together.
+    """
+    if level not in ("crop", "sample"):
+        raise ValueError(f"level must be crop or sample, not {level!r}")
+    if metric != "auc" and metric not in THRESHOLDED:
+        raise ValueError(f"no bootstrap for {metric!r}; one of auc, {', '.join(THRESHOLDED)}")
+    samples = sample_level(predictions)
+    draws, negatives = stratified_sample_draws(samples["label"].to_numpy(), resamples, seed)
+    if metric == "auc":
         if level == "sample":
-            part = sample_table.loc[drawn]
+            values = _auc_from_ranks(samples["prob"].to_numpy()[draws], negatives)
         else:
-            part = pd.concat([by_group[g] for g in drawn])
-        if part["label"].nunique() < 2:
-            continue
-        values.append(roc_auc_score(part["label"], part["prob"]))
-    if not values:
-        return float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+            values = _crop_auc_per_draw(predictions, samples["group"], draws, negatives)
+        return _percentile_interval(values, alpha)
+    # Thresholded metrics only need, per sample, how many of its units (its crops, or the
+    # sample itself) were decided correctly: sums over the drawn samples give each resample.
+    if level == "sample":
+        correct = ((samples["prob"] >= threshold).astype(int) == samples["label"]).to_numpy()
+        units = np.ones(len(samples))
+    else:
+        decided = predictions.assign(correct=(predictions["prob"] >= threshold).astype(int)
+                                     == predictions["label"])
+        per_sample = decided.groupby("group", sort=True)["correct"].agg(["sum", "size"])
+        per_sample = per_sample.loc[samples["group"]]
+        correct, units = per_sample["sum"].to_numpy(float), per_sample["size"].to_numpy(float)
+    correct_drawn, units_drawn = correct[draws], units[draws]
+    specificity = (correct_drawn[:, :negatives].sum(1) / units_drawn[:, :negatives].sum(1))
+    sensitivity = (correct_drawn[:, negatives:].sum(1) / units_drawn[:, negatives:].sum(1))
+    values = {"sensitivity": sensitivity, "specificity": specificity,
+              "balanced_accuracy": (sensitivity + specificity) / 2,
+              "accuracy": correct_drawn.sum(1) / units_drawn.sum(1)}[metric]
+    return _percentile_interval(values, alpha)
+
+
+def _crop_auc_per_draw(predictions: pd.DataFrame, groups: pd.Series, draws: np.ndarray,
+                       negatives: int) -> np.ndarray:
+    rows_of = predictions.groupby("group", sort=True).indices
+    probs = predictions["prob"].to_numpy()
+    crops_of = [probs[rows_of[g]] for g in groups]
+    values = np.empty(len(draws))
+    for index, draw in enumerate(draws):
+        negative = np.concatenate([crops_of[s] for s in draw[:negatives]])
+        positive = np.concatenate([crops_of[s] for s in draw[negatives:]])
+        values[index] = _auc_from_ranks(np.concatenate([negative, positive]), len(negative))
+    return values
+
+
+def bootstrap_auc_interval(predictions: pd.DataFrame, level: str, resamples: int, seed: int,
+                           alpha: float = 0.05) -> Interval:
+    """Percentile interval of AUC, resampling samples (stratified by class)."""
+    return bootstrap_metric_interval(predictions, level, "auc", resamples, seed, alpha)
 
 
 def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int) -> dict:
-    """{crop: {...}, sample: {...}} with AUC 95% bootstrap intervals over samples."""
+    """{crop: {...}, sample: {...}}: metrics with AUC and balanced-accuracy 95% intervals
+    from a bootstrap over samples (stratified by class) at both levels."""
     report = {}
     samples = sample_level(predictions)
     for level, frame in (("crop", predictions), ("sample", samples)):
         metrics = binary_metrics(frame["label"].to_numpy(), frame["prob"].to_numpy())
-        metrics["auc_ci_low"], metrics["auc_ci_high"] = bootstrap_auc_interval(
-            predictions, level, resamples, seed)
-        if level == "sample":  # samples are independent units: plain bootstrap over rows
-            low, high = bootstrap_metric_interval(frame, "balanced_accuracy", resamples, seed)
-            metrics["balanced_accuracy_ci_low"], metrics["balanced_accuracy_ci_high"] = low, high
+        for metric in ("auc", "balanced_accuracy"):
+            low, high, kept = bootstrap_metric_interval(predictions, level, metric, resamples,
+                                                        seed)
+            metrics[f"{metric}_ci_low"], metrics[f"{metric}_ci_high"] = low, high
+            metrics[f"{metric}_ci_resamples"] = kept
         report[level] = metrics
     return report
 
@@ -104,83 +199,77 @@ def roc_points(labels: np.ndarray, prob_positive: np.ndarray) -> list[dict[str, 
             for f, t, th in zip(fpr, tpr, thresholds)]
 
 
-def _midranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values))
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = 0.5 * (start + end) + 1  # ties share their mean rank
-        start = end + 1
-    return ranks
-
-
+# ---------------------------------------------------------------- paired comparisons
 def delong_test(labels: np.ndarray, scores_a: np.ndarray,
-                scores_b: np.ndarray) -> dict[str, float]:
+                scores_b: np.ndarray) -> dict[str, float | None]:
     """DeLong's test for two correlated ROC AUCs on the same cases (DeLong et al. 1988).
 
     Uses the midrank formulation of Sun & Xu (2014). Returns both AUCs, their difference,
-    its standard error, z and the two-sided p-value.
+    its standard error, z and the two-sided p-value. Where the estimated variance of the
+    difference is zero (both scorers perfect, or both constant) the test has nothing to
+    stand on: z and p_value are None ("not estimable"), not p = 1.
     """
-    from scipy.stats import norm
-
     labels = np.asarray(labels).astype(int)
     positives, negatives = labels == 1, labels == 0
-    m, n = positives.sum(), negatives.sum()
+    m, n = int(positives.sum()), int(negatives.sum())
     if m < 2 or n < 2:
-        raise ValueError("DeLong's test needs at least two cases of each class")
+        raise ValueError(f"DeLong's test needs at least two cases of each class "
+                         f"(got {m} positive, {n} negative)")
     aucs, v10, v01 = [], [], []
     for scores in (np.asarray(scores_a, float), np.asarray(scores_b, float)):
         pos, neg = scores[positives], scores[negatives]
-        all_ranks = _midranks(np.concatenate([pos, neg]))
-        pos_ranks, neg_ranks = _midranks(pos), _midranks(neg)
-        auc = (all_ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
-        aucs.append(auc)
+        all_ranks = rankdata(np.concatenate([pos, neg]))  # midranks: ties share their mean
+        pos_ranks, neg_ranks = rankdata(pos), rankdata(neg)
+        aucs.append((all_ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
         v10.append((all_ranks[:m] - pos_ranks) / n)        # structural components, positives
         v01.append(1 - (all_ranks[m:] - neg_ranks) / m)    # and negatives
     s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
     covariance = s10 / m + s01 / n
-    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
-    difference = aucs[0] - aucs[1]
-    if variance <= 0:
-        z, p = (0.0, 1.0) if difference == 0 else (float("inf"), 0.0)
-    else:
-        z = difference / np.sqrt(variance)
+    variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
+    difference = float(aucs[0] - aucs[1])
+    z = p = None
+    if variance > 1e-15:  # below this it is rounding error of an exact zero
+        z = float(difference / np.sqrt(variance))
         p = float(2 * norm.sf(abs(z)))
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": float(difference),
-            "se": float(np.sqrt(max(variance, 0.0))), "z": float(z), "p_value": p}
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": difference,
+            "se": float(np.sqrt(max(variance, 0.0))), "z": z, "p_value": p}
 
 
 def paired_bootstrap_auc_difference(labels: np.ndarray, scores_a: np.ndarray,
                                     scores_b: np.ndarray, resamples: int, seed: int,
-                                    alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of AUC(a) - AUC(b), resampling the same cases for both."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    differences = []
-    for _ in range(resamples):
-        index = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[index])) < 2:
-            continue
-        differences.append(roc_auc_score(labels[index], scores_a[index])
-                           - roc_auc_score(labels[index], scores_b[index]))
-    low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+                                    alpha: float = 0.05) -> Interval:
+    """Percentile interval of AUC(a) - AUC(b), the same resampled cases for both.
+
+    Each row is one sample (see sample_level); rows are drawn stratified by class.
+    """
+    draws, negatives = stratified_sample_draws(labels, resamples, seed)  # negatives first
+    a = _auc_from_ranks(np.asarray(scores_a, float)[draws], negatives)
+    b = _auc_from_ranks(np.asarray(scores_b, float)[draws], negatives)
+    return _percentile_interval(a - b, alpha)
 
 
-def bootstrap_metric_interval(frame: pd.DataFrame, metric: str, resamples: int, seed: int,
-                              alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of a thresholded metric (e.g. balanced_accuracy) over rows."""
-    rng = np.random.default_rng(seed)
-    labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
-    values = []
-    for _ in range(resamples):
-        index = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[index])) < 2:
-            continue
-        values.append(binary_metrics(labels[index], probs[index])[metric])
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+def paired_sample_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
+                             resamples: int, seed: int) -> dict:
+    """Sample-level AUC of a against b on the same test samples: DeLong and paired bootstrap.
+
+    Raises SampleMismatchError when the two cover different samples (or label one
+    differently), and ValueError when a class has fewer than two samples.
+    """
+    left = sample_level(predictions_a).set_index("group").sort_index()
+    right = sample_level(predictions_b).set_index("group").sort_index()
+    if not left.index.equals(right.index):
+        only_a = sorted(set(left.index) - set(right.index))
+        only_b = sorted(set(right.index) - set(left.index))
+        raise SampleMismatchError(f"different test samples ({len(only_a)} only in the first, "
+                                  f"{len(only_b)} only in the second, e.g. "
+                                  f"{(only_a + only_b)[:3]})")
+    if not (left["label"] == right["label"]).all():
+        raise SampleMismatchError("the same test samples carry different labels")
+    labels = left["label"].to_numpy()
+    test = delong_test(labels, left["prob"].to_numpy(), right["prob"].to_numpy())
+    interval = paired_bootstrap_auc_difference(labels, left["prob"].to_numpy(),
+                                               right["prob"].to_numpy(), resamples, seed)
+    return {"samples": len(labels), "auc_a": test["auc_a"], "auc_b": test["auc_b"],
+            "auc_difference": test["difference"], "difference_ci_low": interval.low,
+            "difference_ci_high": interval.high, "bootstrap_resamples": interval.resamples,
+            "delong_se": test["se"], "delong_z": test["z"], "delong_p_value": test["p_value"]}

@@ -163,8 +163,8 @@ def test_bootstrap_interval_brackets_the_auc_and_resamples_samples():
                          "prob": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
     predictions = pd.DataFrame(rows)
     auc = roc_auc_score(predictions["label"], predictions["prob"])
-    low, high = bootstrap_auc_interval(predictions, "crop", 300, seed=1)
-    assert low < auc < high and 0 < high - low < 0.5
+    low, high, kept = bootstrap_auc_interval(predictions, "crop", 300, seed=1)
+    assert low < auc < high and 0 < high - low < 0.5 and kept == 300
 
 
 # ------------------------------------------------------------------ training and resume
@@ -215,12 +215,12 @@ def test_delong_matches_sklearn_auc_and_bootstrap_spread():
     assert result["auc_a"] == pytest.approx(roc_auc_score(labels, strong))
     assert result["auc_b"] == pytest.approx(roc_auc_score(labels, weak))
     assert result["p_value"] < 0.01  # a clearly better score is detected
-    low, high = paired_bootstrap_auc_difference(labels, strong, weak, 400, seed=0)
+    low, high, _ = paired_bootstrap_auc_difference(labels, strong, weak, 400, seed=0)
     assert low < result["difference"] < high
     # DeLong's standard error agrees with the bootstrap's spread (width / 3.92 for 95%)
     assert (high - low) / 3.92 == pytest.approx(result["se"], rel=0.25)
     same = delong_test(labels, strong, strong)
-    assert same["difference"] == 0 and same["p_value"] == 1.0
+    assert same["difference"] == 0 and same["p_value"] is None  # zero variance: not estimable
     # ties handled by midranks: a constant score has AUC 0.5
     assert delong_test(labels, strong, np.zeros(len(labels)))["auc_b"] == pytest.approx(0.5)
 
