@@ -1,77 +1,168 @@
-"""Does super-resolution help? Test sample-level AUC and balanced accuracy per backbone and input.
+"""Does super-resolution help? The input ablation as tables, with paired tests on the same samples.
 
-Reads DVC experiments run over classifier.input, e.g.
+Reads DVC experiments run over classifier.input (and sr.generator), e.g.
 
-    dvc exp run --queue -S classifier.input=raw,bicubic,sr
+    dvc exp run --queue -S classifier.input=raw,bicubic,sr,hr -S sr.generator=psnr,gan
     dvc queue start
     python -m pipeline.ablation
 
-and prints one row per backbone x input with 95% bootstrap intervals over samples, so
-"SR helps" is an interval comparison, not a single number.
+and writes reports/ablation/table.csv, one row per dataset x backbone x input (x SR
+generator) with AUC and balanced accuracy [95% intervals over samples] at sample and
+crop level, and reports/ablation/paired.csv: sr against bicubic and sr against hr per
+backbone and generator, the sample-level AUC difference with DeLong's test and a paired
+bootstrap. "SR helps" is then a paired interval, not two numbers side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import io
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from rich.table import Table
 
-from pipeline.common import console
-from pipeline.grid import experiments_from_dvc
+from pipeline.common import console, stage_main, write_csv_atomic
+from pipeline.compare import describe_p_value
+from pipeline.config import load_params
+from pipeline.grid import (
+    Experiment,
+    describe_left_out,
+    evaluation_rows,
+    experiments_from_dvc,
+    newest_per_cell,
+)
+from pipeline.metrics import SampleMismatchError, paired_sample_comparison
+
+CELL = ["dataset", "backbone", "input", "generator"]
+TABLE_COLUMNS = [
+    "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "backbone", "input",
+    "generator",
+    "sample_auc", "sample_auc_ci_low", "sample_auc_ci_high", "sample_balanced_accuracy",
+    "sample_balanced_accuracy_ci_low", "sample_balanced_accuracy_ci_high",
+    "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high", "crop_balanced_accuracy",
+    "crop_balanced_accuracy_ci_low", "crop_balanced_accuracy_ci_high",
+    "test_samples", "experiment", "rev", "timestamp"]
+PAIRED_COLUMNS = [
+    "dataset", "backbone", "generator", "input_a", "input_b", "experiment_a", "experiment_b",
+    "samples", "auc_a", "auc_b", "auc_difference", "difference_ci_low", "difference_ci_high",
+    "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value", "note"]
+BASELINES = ("bicubic", "hr")  # what sr is tested against
+PredictionsReader = Callable[[str, str], pd.DataFrame]  # (rev, backbone) -> predictions.csv
 
 
-def ablation_table(experiments: list[dict]) -> pd.DataFrame:
+def ablation_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
+    """One row per dataset x backbone x input x generator; and how many repeats were dropped.
+
+    A cell run more than once (a rerun, or the workspace repeating the experiment applied
+    to it) keeps the newest experiment by commit time, the workspace counting as newest.
+    """
+    rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
+    frame, duplicates = newest_per_cell(rows, CELL)
+    return frame.reindex(columns=TABLE_COLUMNS), duplicates
+
+
+def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
+    """An experiment's per-crop test predictions: git-tracked (DVC cache: false), so they
+    are in each experiment's commit; the workspace's are read from disk."""
+    path = f"reports/eval/{backbone}/predictions.csv"
+    if rev == "workspace":
+        return pd.read_csv(path)
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    if shown.returncode:
+        raise FileNotFoundError(f"{path} not in commit {rev[:12]}: {shown.stderr.strip()}")
+    return pd.read_csv(io.StringIO(shown.stdout))
+
+
+def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resamples: int,
+                 seed: int) -> pd.DataFrame:
+    """sr (each generator) against bicubic and against hr, per dataset and backbone."""
     rows = []
-    for exp in experiments:
-        for path, metrics in exp["metrics"].items():
-            parts = Path(path).parts
-            if len(parts) != 4 or parts[:2] != ("reports", "eval") or "sample" not in metrics:
+    for (dataset, backbone), part in table.groupby(["dataset", "backbone"], sort=True):
+        by_input = {source: cells for source, cells in part.groupby("input")}
+        for sr in by_input.get("sr", pd.DataFrame()).itertuples(index=False):
+            for baseline in BASELINES:
+                if baseline not in by_input:
+                    continue
+                other = by_input[baseline].iloc[0]
+                row = {"dataset": dataset, "backbone": backbone, "generator": sr.generator,
+                       "input_a": "sr", "input_b": baseline, "experiment_a": sr.experiment,
+                       "experiment_b": other["experiment"], "note": ""}
+                try:
+                    row |= paired_sample_comparison(read_predictions(sr.rev, backbone),
+                                                    read_predictions(other["rev"], backbone),
+                                                    resamples, seed)
+                except SampleMismatchError as exc:
+                    row["note"] = f"not paired: {exc}; the two ran on different test splits"
+                except (ValueError, OSError) as exc:  # too few samples, predictions missing
+                    row["note"] = f"not tested: {exc}"
+                rows.append(row)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def run_ablation(experiments: list[Experiment], read_predictions: PredictionsReader,
+                 resamples: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(table, paired, duplicates dropped) for the finished experiments."""
+    table, duplicates = ablation_table(experiments)
+    return table, paired_table(table, read_predictions, resamples, seed), duplicates
+
+
+def with_interval(row, key: str) -> str:
+    """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""
+    value, low, high = row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
+    if pd.isna(value):
+        return ""
+    return f"{value:.3f}" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]")
+
+
+def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
+    for dataset, part in table.groupby("dataset", sort=True):
+        shown = Table(title=f"Ablation on held-out test samples, data: {dataset}\n"
+                            "AUC and balanced accuracy [95% CI, bootstrap over samples]")
+        for column in ("backbone", "input", "generator", "sample AUC", "sample bal. acc.",
+                       "crop AUC", "crop bal. acc.", "samples", "experiment"):
+            shown.add_column(column)
+        for _, row in part.iterrows():
+            figures = [with_interval(row, f"{level}_{key}") for level in ("sample", "crop")
+                       for key in ("auc", "balanced_accuracy")]
+            shown.add_row(row["backbone"], str(row["input"]), row["generator"] or "-", *figures,
+                          str(row["test_samples"]), str(row["experiment"]))
+        console.print(shown)
+        for _, row in paired[paired["dataset"] == dataset].iterrows():
+            name = f"{row['backbone']}: sr ({row['generator']}) vs {row['input_b']}"
+            if row["note"]:
+                console.print(f"{name}: {row['note']}")
                 continue
-            sample = metrics["sample"]
-            rows.append({
-                "backbone": parts[2], "input": metrics.get("input"),
-                "sample_auc": sample.get("auc"), "auc_ci_low": sample.get("auc_ci_low"),
-                "auc_ci_high": sample.get("auc_ci_high"),
-                "balanced_accuracy": sample.get("balanced_accuracy"),
-                "bal_acc_ci_low": sample.get("balanced_accuracy_ci_low"),
-                "bal_acc_ci_high": sample.get("balanced_accuracy_ci_high"),
-                "test_samples": metrics.get("test_samples"), "experiment": exp["name"]})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    # The workspace repeats the experiment applied to it: keep one row per cell.
-    return (frame.drop_duplicates(["backbone", "input"])
-            .sort_values(["backbone", "input"]).reset_index(drop=True))
+            console.print(f"{name} (sample level, {row['samples']} samples): AUC difference "
+                          f"{row['auc_difference']:+.3f} [{row['difference_ci_low']:+.3f}, "
+                          f"{row['difference_ci_high']:+.3f}], DeLong p = "
+                          f"{describe_p_value(row['delong_p_value'])}")
 
 
+@stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="read this dvc exp show --json file")
-    parser.add_argument("--csv", type=Path, help="also write the table here")
+    parser.add_argument("--out", type=Path, default=Path("reports/ablation"),
+                        help="folder for table.csv and paired.csv")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="seed and classifier.bootstrap for the paired bootstrap")
     args = parser.parse_args()
-    try:
-        frame = ablation_table(experiments_from_dvc(args.json))
-    except RuntimeError as exc:
-        console.print(f"[red]{exc}[/]")
-        sys.exit(1)
-    if frame.empty:
+    params = load_params(args.params)
+    collected = experiments_from_dvc(args.json)
+    table, paired, duplicates = run_ablation(collected.finished, predictions_from_git,
+                                             params.classifier.bootstrap, params.seed)
+    console.print(f"{describe_left_out(collected.left_out)}; {duplicates} repeated cells: "
+                  "the newest kept")
+    if table.empty:
         console.print("no experiments with evaluation metrics found")
         return
-    table = Table(title="Ablation on held-out test samples: sample-level AUC and balanced "
-                        "accuracy [95% CI]")
-    for column in ("backbone", "input", "AUC [95% CI]", "balanced acc. [95% CI]", "samples"):
-        table.add_column(column)
-    for row in frame.itertuples(index=False):
-        table.add_row(row.backbone, str(row.input),
-                      f"{row.sample_auc:.3f} [{row.auc_ci_low:.3f}, {row.auc_ci_high:.3f}]",
-                      f"{row.balanced_accuracy:.3f} [{row.bal_acc_ci_low:.3f}, "
-                      f"{row.bal_acc_ci_high:.3f}]", str(row.test_samples))
-    console.print(table)
-    if args.csv:
-        frame.to_csv(args.csv, index=False)
+    print_ablation(table, paired)
+    write_csv_atomic(args.out / "table.csv", table)
+    write_csv_atomic(args.out / "paired.csv", paired)
+    console.print(f"written: {args.out / 'table.csv'}, {args.out / 'paired.csv'}")
 
 
 if __name__ == "__main__":

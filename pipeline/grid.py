@@ -1,8 +1,10 @@
-"""Print the study's lr x batch_size grid of test AUC and accuracy per backbone.
+"""Print the study's lr x batch_size grid: test AUC and balanced accuracy, crop and sample level.
 
 Reads `dvc exp show --json`, so it shows whatever experiments exist (for example the
-queue from `dvc exp run --queue -S lr=... -S batch_size=...`), one table per backbone
-and metric level, like the study's Figures 11, 13 and 15 but on held-out samples.
+queue from `dvc exp run --queue -S lr=... -S batch_size=...`): one table per dataset,
+backbone and classifier input, like the study's Figures 11, 13 and 15 but on held-out
+samples. The experiment collection here (dataset grouping, failed and queued runs left
+out, newest duplicate kept) is shared with pipeline.ablation.
 """
 
 from __future__ import annotations
@@ -12,75 +14,84 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from pipeline.common import console
+from pipeline.common import PipelineError, console, stage_main
+
+# Executor states of `dvc exp show --json` (dvc/repo/experiments/serialize.py ExpExecutor)
+# whose metrics are not the experiment's own: a queued run has none yet, a running one
+# is unfinished, and a failed one carries the workspace's metrics from when it was queued.
+NOT_FINISHED = ("queued", "running", "failed")
+LEVELS = ("crop", "sample")
+FIGURES = ("auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_accuracy_ci_low",
+           "balanced_accuracy_ci_high")
 
 
-def _walk(node, out: list[dict]) -> None:
-    """Collect {name, params, metrics} from dvc exp show --json (nested by baseline)."""
-    if isinstance(node, list):
-        for item in node:
-            _walk(item, out)
-        return
-    if not isinstance(node, dict):
-        return
-    data = node.get("data")
-    if isinstance(data, dict) and "params" in data:
-        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        metrics = {path: m.get("data", {}) for path, m in (data.get("metrics") or {}).items()}
-        out.append({"name": node.get("name") or data.get("name") or data.get("rev"),
-                    "params": params, "metrics": metrics})
-    for child in node.get("experiments") or []:
-        _walk(child, out)
-    for key in ("revs",):
-        for child in node.get(key) or []:
-            _walk(child, out)
+@dataclass(frozen=True)
+class Experiment:
+    """One finished experiment (or the workspace, or a baseline commit) from dvc exp show."""
+
+    name: str
+    rev: str                 # commit SHA, or "workspace"
+    timestamp: str | None    # ISO commit time; None for the workspace
+    params: dict             # params.yaml, nested as in the file
+    metrics: dict[str, dict]  # metrics file path -> its data (unreadable files left out)
 
 
-def grid_table(experiments: list[dict], level: str = "crop") -> pd.DataFrame:
-    """Rows: one per experiment and backbone, with lr, batch_size, AUC and accuracy."""
-    rows = []
-    for exp in experiments:
-        params = exp["params"]
-        for path, metrics in exp["metrics"].items():
-            parts = Path(path).parts
-            if len(parts) == 4 and parts[:2] == ("reports", "eval") and level in metrics:
-                rows.append({"experiment": exp["name"], "backbone": parts[2],
-                             "lr": params.get("lr"), "batch_size": params.get("batch_size"),
-                             "auc": metrics[level].get("auc"),
-                             "accuracy": metrics[level].get("accuracy")})
-    return pd.DataFrame(rows, columns=["experiment", "backbone", "lr", "batch_size", "auc",
-                                       "accuracy"])
+@dataclass
+class Experiments:
+    finished: list[Experiment]
+    left_out: Counter = field(default_factory=Counter)  # reason -> number of experiments
 
 
-def print_grid(frame: pd.DataFrame, level: str) -> None:
-    if frame.empty:
-        console.print("no experiments with evaluation metrics found")
-        return
-    for backbone, part in frame.groupby("backbone"):
-        # Last experiment wins where one lr x batch_size cell was run more than once.
-        part = part.drop_duplicates(["lr", "batch_size"], keep="first")
-        lrs, sizes = sorted(part["lr"].unique()), sorted(part["batch_size"].unique())
-        table = Table(title=f"{backbone}: test {level}-level AUC / accuracy")
-        table.add_column("lr \\ batch")
-        for size in sizes:
-            table.add_column(str(size), justify="center")
-        for lr in lrs:
-            cells = []
-            for size in sizes:
-                hit = part[(part["lr"] == lr) & (part["batch_size"] == size)]
-                cells.append("" if hit.empty else
-                             f"{hit['auc'].iloc[0]:.3f} / {hit['accuracy'].iloc[0]:.3f}")
-            table.add_row(f"{lr:g}", *cells)
-        console.print(table)
+def _experiment(state: dict, name: str | None) -> Experiment | None:
+    """An ExpState ({rev, name, data, error, experiments}) as an Experiment, None if errored."""
+    data = state.get("data")
+    if state.get("error") or not isinstance(data, dict):
+        return None
+    params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
+    metrics = {path: result["data"] for path, result in (data.get("metrics") or {}).items()
+               if isinstance(result, dict) and isinstance(result.get("data"), dict)}
+    return Experiment(name=name or state.get("name") or state["rev"], rev=state["rev"],
+                      timestamp=data.get("timestamp"), params=params, metrics=metrics)
 
 
-def experiments_from_dvc(json_file: Path | None = None) -> list[dict]:
-    """[{name, params, metrics}] for the workspace, its baseline and every experiment."""
+def collect_experiments(raw: list[dict]) -> Experiments:
+    """Finished experiments from dvc 3's `exp show --json`, and how many were left out why.
+
+    The JSON is a list of ExpState: the workspace, then each baseline commit with its
+    experiments as ExpRange {revs: [ExpState, ...], executor: {state}, name}; revs[0] is
+    the experiment's newest commit.
+    """
+    collected = Experiments(finished=[])
+    for state in raw:
+        experiment = _experiment(state, state.get("name"))  # workspace: name null, rev set
+        if experiment is None:
+            collected.left_out["error"] += 1
+        else:
+            collected.finished.append(experiment)
+        for exp_range in state.get("experiments") or []:
+            status = (exp_range.get("executor") or {}).get("state")
+            if status in NOT_FINISHED:
+                collected.left_out[status] += 1
+                continue
+            revs = exp_range.get("revs") or []
+            experiment = _experiment(revs[0], exp_range.get("name")) if revs else None
+            if experiment is None:
+                collected.left_out["error"] += 1
+            else:
+                collected.finished.append(experiment)
+    return collected
+
+
+def experiments_from_dvc(json_file: Path | None = None) -> Experiments:
+    """Experiments of the workspace, its baseline and every experiment (or of a saved JSON)."""
     if json_file is not None:
         raw = json.loads(json_file.read_text())
     else:
@@ -89,24 +100,115 @@ def experiments_from_dvc(json_file: Path | None = None) -> list[dict]:
         result = subprocess.run([dvc, "exp", "show", "--json"], capture_output=True, text=True,
                                 env=env)
         if result.returncode:
-            raise RuntimeError(f"dvc exp show failed: {result.stderr.strip()}")
+            raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
         raw = json.loads(result.stdout)
-    experiments: list[dict] = []
-    _walk(raw, experiments)
-    return experiments
+    return collect_experiments(raw)
 
 
+def describe_left_out(left_out: Counter) -> str:
+    if not left_out:
+        return "no experiment left out"
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(left_out.items()))
+    return f"left out (no results of their own): {parts}"
+
+
+def dataset_of(experiment: Experiment) -> dict:
+    """The data an experiment ran on: raw folder, acquisition setting, manifest digest."""
+    data = experiment.params.get("data") or {}
+    ingest = experiment.metrics.get("reports/ingest/metrics.json") or {}
+    # Experiments from before data.acquire_downsample existed used the crops as they are (0).
+    raw_dir, downsample = str(data.get("raw_dir")), int(data.get("acquire_downsample") or 0)
+    digest = ingest.get("manifest_sha256")
+    label = raw_dir + (f", acquired at 1/{downsample}" if downsample else ", crops as they are")
+    label += f", manifest {digest[:12]}" if digest else ", manifest digest not recorded"
+    return {"dataset": label, "raw_dir": raw_dir, "acquire_downsample": downsample,
+            "manifest_sha256": digest}
+
+
+def evaluation_rows(experiment: Experiment) -> list[dict]:
+    """One row per evaluated backbone: its cell, dataset, lr, batch size and test figures."""
+    params = experiment.params
+    classifier, sr = params.get("classifier") or {}, params.get("sr") or {}
+    rows = []
+    for path, metrics in experiment.metrics.items():
+        parts = Path(path).parts
+        if len(parts) != 4 or parts[:2] != ("reports", "eval") or "sample" not in metrics:
+            continue
+        # What was evaluated is in the metrics; params are the fallback for older runs.
+        source = metrics.get("input") or classifier.get("input")
+        generator = metrics.get("generator") or sr.get("generator") or "not recorded"
+        row = dataset_of(experiment) | {
+            "backbone": parts[2], "input": source, "generator": generator if source == "sr"
+            else "", "lr": params.get("lr"), "batch_size": params.get("batch_size")}
+        for level in LEVELS:
+            row |= {f"{level}_{key}": (metrics.get(level) or {}).get(key, np.nan)
+                    for key in FIGURES}
+        row |= {"test_samples": metrics.get("test_samples"), "experiment": experiment.name,
+                "rev": experiment.rev, "timestamp": experiment.timestamp}
+        rows.append(row)
+    return rows
+
+
+def newest_per_cell(rows: list[dict], cell: list[str]) -> tuple[pd.DataFrame, int]:
+    """Rows with one per cell, the newest experiment's (the workspace counts as newest:
+    it is at least as new as its baseline commit); and how many duplicates were dropped."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame, 0
+    newest_first = frame.assign(_order=frame["timestamp"].fillna("9999")).sort_values(
+        "_order", ascending=False, kind="stable")
+    kept = newest_first.drop_duplicates(cell, keep="first").drop(columns="_order")
+    return kept.sort_values(cell, kind="stable").reset_index(drop=True), len(frame) - len(kept)
+
+
+GRID_CELL = ["dataset", "backbone", "input", "generator", "lr", "batch_size"]
+
+
+def grid_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
+    """One row per dataset, backbone, input, lr and batch size, crop and sample figures."""
+    rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
+    return newest_per_cell(rows, GRID_CELL)
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate as written in params.yaml (0.0001, not 1e-04 or 0.000)."""
+    return np.format_float_positional(float(lr), trim="-")
+
+
+def print_grid(frame: pd.DataFrame) -> None:
+    if frame.empty:
+        console.print("no experiments with evaluation metrics found")
+        return
+    for (dataset, backbone, source, generator), part in frame.groupby(
+            ["dataset", "backbone", "input", "generator"], sort=True, dropna=False):
+        lrs, sizes = sorted(part["lr"].unique()), sorted(part["batch_size"].unique())
+        shown_input = f"{source} ({generator})" if generator else source
+        table = Table(title=f"{backbone}, input {shown_input}: test AUC / balanced accuracy\n"
+                            f"data: {dataset}")
+        table.add_column("lr \\ batch")
+        for size in sizes:
+            table.add_column(str(size), justify="center")
+        for lr in lrs:
+            cells = []
+            for size in sizes:
+                hit = part[(part["lr"] == lr) & (part["batch_size"] == size)]
+                cells.append("" if hit.empty else "\n".join(
+                    f"{level} {hit[f'{level}_auc'].iloc[0]:.3f} / "
+                    f"{hit[f'{level}_balanced_accuracy'].iloc[0]:.3f}" for level in LEVELS))
+            table.add_row(format_lr(lr), *cells)
+        console.print(table)
+
+
+@stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--level", choices=("crop", "sample"), default="crop")
-    parser.add_argument("--json", type=Path, help="read this file instead of running dvc")
+    parser.add_argument("--json", type=Path, help="read this dvc exp show --json file")
     args = parser.parse_args()
-    try:
-        experiments = experiments_from_dvc(args.json)
-    except RuntimeError as exc:
-        console.print(f"[red]{exc}[/]")
-        sys.exit(1)
-    print_grid(grid_table(experiments, args.level), args.level)
+    collected = experiments_from_dvc(args.json)
+    frame, duplicates = grid_table(collected.finished)
+    print_grid(frame)
+    console.print(f"{describe_left_out(collected.left_out)}; {duplicates} repeated cells "
+                  "(same data, backbone, input, lr, batch size): the newest kept")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """One self-contained HTML report of a pipeline run (images embedded, no external files).
 
 Dataset summary, SR quality against bicubic, training curves, the backbone comparison with
-paired tests, ROC curves, confusion matrices, Grad-CAM grids, cross-validation, and the
-environment. Experiment tables (the lr x batch_size grid, the input ablation) come from
-`dvc exp show` and are included when the report is built with --experiments.
+paired tests, ROC curves, confusion matrices, Grad-CAM grids, cross-validation, the SR
+ablation (reports/ablation, written by `python -m pipeline.ablation`, when present) and the
+environment. With --experiments the lr x batch_size grid from `dvc exp show` is added and
+the page goes to a path of its own, never the DVC-tracked reports/report.html.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common import console, stage_main, write_text_atomic
+from pipeline.common import PipelineError, console, stage_main, write_text_atomic
 from pipeline.config import load_params
 
 STYLE = """
@@ -50,7 +51,7 @@ def _img_file(path: Path, alt: str) -> str:
 
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     table = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
-                          escape=True)
+                          escape=True, na_rep="")
     return f"<div class='wide'>{table}</div>"
 
 
@@ -171,10 +172,25 @@ def comparison_section(reports: Path) -> str:
     return out
 
 
+# The layers pipeline/explain.py's CAM_LAYERS hooks (names inside each torchvision backbone).
+GRADCAM_LAYERS = {
+    "vgg16": "features.29, the ReLU after conv5_3",
+    "resnet50": "layer4, the last residual stage",
+    "mobilenet_v3_large": "features.16, the final 1x1 convolution block",
+    "mobilenet_v3_small": "features.12, the final 1x1 convolution block",
+    "efficientnet_b0": "features.8, the final 1x1 convolution block",
+    "regnet_y_400mf": "trunk_output, whose output is the last stage's",
+}
+
+
 def gradcam_section(reports: Path, backbones: list[str]) -> str:
+    layers = "; ".join(f"{b}: <code>{html.escape(GRADCAM_LAYERS.get(b, 'see explain.py'))}"
+                       f"</code>" for b in backbones)
     images = "".join(_img_file(reports / "eval" / b / "gradcam.png", f"Grad-CAM {b}")
                      for b in backbones)
-    return "<h2>Grad-CAM: where the evidence lies</h2>" + images
+    return ("<h2>Grad-CAM: where the evidence lies</h2><p class='note'>The maps come from the "
+            f"last convolutional block of each backbone ({layers}): the deepest maps that "
+            "still keep the image's layout.</p>" + images)
 
 
 def crossval_section(reports: Path) -> str:
@@ -185,25 +201,72 @@ def crossval_section(reports: Path) -> str:
     return "<h2>Cross-validation by sample (mean ± sd over folds)</h2>" + _table(frame)
 
 
+def _intervals(frame: pd.DataFrame, key: str) -> pd.Series:
+    from pipeline.ablation import with_interval
+
+    return frame.apply(lambda row: with_interval(row, key), axis=1)
+
+
+def ablation_section(reports: Path) -> str:
+    """The SR ablation written by `python -m pipeline.ablation`, one table per dataset."""
+    path, paired_path = reports / "ablation" / "table.csv", reports / "ablation" / "paired.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    paired = (pd.read_csv(paired_path, keep_default_na=False, na_values=[""])
+              if paired_path.is_file() and paired_path.stat().st_size > 1 else pd.DataFrame())
+    out = ("<h2>Does SR help? (ablation)</h2><p class='note'>The same backbones trained on "
+           "each input (raw acquired crops, bicubic, SR, the original hr crops), tested on "
+           "held-out samples; 95% intervals from a bootstrap over samples. The paired "
+           "comparisons test the sample-level AUC of SR against bicubic and against hr on "
+           "the same test samples (DeLong; paired bootstrap).</p>")
+    for dataset, part in table.groupby("dataset", sort=True):
+        shown = pd.DataFrame({
+            "backbone": part["backbone"], "input": part["input"],
+            "generator": part["generator"].fillna(""),
+            "sample AUC [95% CI]": _intervals(part, "sample_auc"),
+            "sample bal. acc. [95% CI]": _intervals(part, "sample_balanced_accuracy"),
+            "crop AUC [95% CI]": _intervals(part, "crop_auc"),
+            "crop bal. acc. [95% CI]": _intervals(part, "crop_balanced_accuracy"),
+            "test samples": part["test_samples"], "experiment": part["experiment"]})
+        out += f"<h3>Data: {html.escape(str(dataset))}</h3>" + _table(shown)
+        if paired.empty:
+            continue
+        rows = paired[paired["dataset"] == dataset]
+        if rows.empty:
+            continue
+        difference = rows.apply(lambda r: "" if pd.isna(r["auc_difference"]) else
+                                f"{r['auc_difference']:+.3f} [{r['difference_ci_low']:+.3f}, "
+                                f"{r['difference_ci_high']:+.3f}]", axis=1)
+        p_value = rows["delong_p_value"].map(
+            lambda p: "not estimable" if pd.isna(p) else f"{p:.3g}")
+        out += _table(pd.DataFrame({
+            "backbone": rows["backbone"],
+            "comparison": "sr (" + rows["generator"].fillna("").astype(str) + ") vs " +
+                          rows["input_b"].astype(str),
+            "samples": rows["samples"], "AUC difference [95% CI]": difference,
+            "DeLong p": p_value.where(rows["note"].fillna("") == "", ""),
+            "note": rows["note"].fillna("")}))
+    return out
+
+
 def experiments_section() -> str:
-    from pipeline.grid import experiments_from_dvc, grid_table
+    from pipeline.grid import describe_left_out, experiments_from_dvc, format_lr, grid_table
 
     try:
-        experiments = experiments_from_dvc()
-    except RuntimeError as exc:
+        collected = experiments_from_dvc()
+    except PipelineError as exc:
         return f"<p class='note'>experiments unavailable: {html.escape(str(exc))}</p>"
-    out = ""
-    frame = grid_table(experiments, "crop")
-    if not frame.empty and frame[["lr", "batch_size"]].drop_duplicates().shape[0] > 1:
-        pivot = frame.pivot_table(index=["backbone", "lr"], columns="batch_size",
-                                  values="auc", aggfunc="first").reset_index()
-        out += "<h2>lr x batch_size grid (test crop AUC)</h2>" + _table(pivot)
-    from pipeline.ablation import ablation_table
-
-    ablation = ablation_table(experiments)
-    if not ablation.empty and ablation["input"].nunique() > 1:
-        out += "<h2>Ablation: does super-resolution help?</h2>" + _table(ablation)
-    return out
+    frame, duplicates = grid_table(collected.finished)
+    if frame.empty or frame[["lr", "batch_size"]].drop_duplicates().shape[0] < 2:
+        return ""
+    shown = frame[["dataset", "backbone", "input", "generator", "lr", "batch_size",
+                   "crop_auc", "crop_balanced_accuracy", "sample_auc",
+                   "sample_balanced_accuracy", "experiment"]].copy()
+    shown["lr"] = shown["lr"].map(format_lr)  # 0.0001 as written, not 0.000
+    return ("<h2>lr x batch_size grid (test AUC and balanced accuracy, crop and sample level)"
+            f"</h2><p class='note'>{html.escape(describe_left_out(collected.left_out))}; "
+            f"{duplicates} repeated cells: the newest kept.</p>" + _table(shown))
 
 
 def environment_section(reports: Path, backbones: list[str]) -> str:
@@ -219,7 +282,7 @@ def build_report(reports: Path, backbones: list[str], with_experiments: bool) ->
     sections = [dataset_section(reports), sr_section(reports),
                 curves_section(reports, backbones), comparison_section(reports),
                 confusion_section(reports, backbones), gradcam_section(reports, backbones),
-                crossval_section(reports)]
+                crossval_section(reports), ablation_section(reports)]
     if with_experiments:
         sections.append(experiments_section())
     sections.append(environment_section(reports, backbones))
@@ -236,13 +299,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=Path, default=Path("reports"))
     parser.add_argument("--out", type=Path, default=Path("reports/report.html"))
-    parser.add_argument("--experiments", action="store_true",
-                        help="add the lr x batch_size grid and ablation from dvc exp show")
+    parser.add_argument("--experiments", type=Path, nargs="?",
+                        const=Path("reports/report_experiments.html"),
+                        help="instead write a page with the lr x batch_size grid from dvc exp "
+                             "show here (default reports/report_experiments.html); --out, "
+                             "the pipeline's own report, is left alone")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
+    out = args.experiments or args.out
+    tracked = {args.out.resolve(), (args.reports / "report.html").resolve()}
+    if args.experiments and args.experiments.resolve() in tracked:
+        raise PipelineError(f"--experiments needs a path of its own, not {args.experiments} "
+                            "(the pipeline's report, tracked by DVC)")
     backbones = load_params(args.params).classifier.backbones
-    write_text_atomic(args.out, build_report(args.reports, backbones, args.experiments))
-    console.print(f"report: {args.out}")
+    write_text_atomic(out, build_report(args.reports, backbones, args.experiments is not None))
+    console.print(f"report: {out}")
 
 
 if __name__ == "__main__":

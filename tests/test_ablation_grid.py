@@ -1,0 +1,306 @@
+"""The ablation and the lr x batch_size grid from `dvc exp show --json`, and the report page.
+
+The fake JSON has dvc 3.67's shape (dvc/repo/experiments/serialize.py, as written by
+`dvc exp show --json`): a list of ExpState {rev, name, data, error, experiments}, where a
+baseline's experiments are ExpRange {revs: [ExpState], executor: {state, ...} | null, name}.
+A queued run has no metrics; a failed one has error {msg: "Experiment run failed"} and
+the workspace's metrics from when it was queued, which must not be read as its own.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import ablation, grid, report
+from pipeline.grid import collect_experiments, grid_table, print_grid
+from tests.conftest import write_params
+
+DEMO = {"raw_dir": "data/demo_raw", "acquire_downsample": 0}
+REAL = {"raw_dir": "/data/tdp43", "acquire_downsample": 4}
+LABELS = {f"S{i:02d}": int(i >= 5) for i in range(12)}  # 5 controls, 7 ALS samples
+
+
+def predictions(strength: float, seed: int, groups=LABELS, noise: float = 0.3) -> pd.DataFrame:
+    """Three crops per sample; the noise is per sample, as a patient's crops resemble."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g, y in groups.items():
+        centre = 0.5 + strength * (y - 0.5) + rng.normal(0, noise)
+        rows += [{"crop_id": f"{g}_{c}", "group": g, "label": y,
+                  "prob": float(np.clip(centre + rng.normal(0, 0.05), 0, 1))} for c in range(3)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(predicted=(frame["prob"] >= 0.5).astype(int))
+
+
+def eval_metrics(source: str, auc: float, generator: str | None = None) -> dict:
+    level = {"auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": min(auc + 0.1, 1.0),
+             "balanced_accuracy": auc - 0.05, "balanced_accuracy_ci_low": auc - 0.2,
+             "balanced_accuracy_ci_high": auc, "accuracy": auc - 0.04}
+    out = {"backbone": "resnet50", "input": source, "crop": level, "sample": dict(level),
+           "test_samples": 12}
+    return out | ({"generator": generator} if generator else {})
+
+
+def state(rev, name, timestamp, data, source, auc, *, generator=None, lr=0.0001, batch=16,
+          digest="d" * 64, error=None, with_metrics=True) -> dict:
+    params = {"seed": 42, "lr": lr, "batch_size": batch, "data": data,
+              "classifier": {"input": source, "backbones": ["resnet50"]},
+              "sr": {"generator": generator or "psnr"}}
+    metrics = {"reports/ingest/metrics.json": {"data": {"crops": 40, "manifest_sha256": digest}},
+               "reports/eval/resnet50/metrics.json": {"data": eval_metrics(source, auc,
+                                                                           generator)},
+               "reports/train/resnet50/metrics.json": {"error": {"type": "FileNotFoundError",
+                                                                 "msg": "missing"}}}
+    return {"rev": rev, "name": name, "error": error, "experiments": None,
+            "data": {"rev": rev, "timestamp": timestamp,
+                     "params": {"params.yaml": {"data": params}},
+                     "metrics": metrics if with_metrics else {}, "deps": {}, "outs": {},
+                     "meta": {}}}
+
+
+def exp_range(exp_state: dict, executor: str | None) -> dict:
+    return {"revs": [exp_state], "name": exp_state["name"],
+            "executor": None if executor is None else {
+                "state": executor, "name": "dvc-task",
+                "local": {"root": None, "log": None, "pid": None, "returncode": None,
+                          "task_id": exp_state["rev"]}}}
+
+
+def fake_exp_show() -> list[dict]:
+    t = "2026-03-0{}T10:00:00".format
+    experiments = [
+        exp_range(state("e1", "sr-gan", t(3), DEMO, "sr", 0.93, generator="gan"), "success"),
+        exp_range(state("e2", "bicubic-new", t(4), DEMO, "bicubic", 0.80), "success"),
+        exp_range(state("e3", "bicubic-old", t(2), DEMO, "bicubic", 0.70), None),
+        exp_range(state("e4", "hr", t(3), DEMO, "hr", 0.95), "success"),
+        # a failed run carries stale metrics claiming input raw: must not become a row
+        exp_range(state("e5", "raw-failed", t(5), DEMO, "raw", 0.99,
+                        error={"msg": "Experiment run failed", "type": ""}), "failed"),
+        exp_range(state("e6", "raw-queued", t(6), DEMO, "raw", 0.5, with_metrics=False),
+                  "queued"),
+        # the other dataset: acquired at 1/4, its own manifest; bicubic on another split
+        exp_range(state("f1", "real-sr", t(4), REAL, "sr", 0.75, generator="psnr",
+                        digest="e" * 64), "success"),
+        exp_range(state("f2", "real-bicubic", t(4), REAL, "bicubic", 0.70, digest="e" * 64),
+                  "success"),
+    ]
+    workspace = state("workspace", None, None, DEMO, "sr", 0.91, generator="psnr")
+    baseline = state("b0", "main", t(1), DEMO, "sr", 0.90, generator="psnr")
+    return [workspace, baseline | {"experiments": experiments}]
+
+
+READS = {("workspace", "resnet50"): predictions(0.4, 7), ("b0", "resnet50"): predictions(0.4, 7),
+         ("e1", "resnet50"): predictions(0.9, 1, noise=0.01),  # perfect
+         ("e2", "resnet50"): predictions(0.3, 2),
+         ("e3", "resnet50"): predictions(0.1, 3),
+         ("e4", "resnet50"): predictions(0.9, 4, noise=0.01),  # perfect too
+         ("f1", "resnet50"): predictions(0.5, 5),
+         ("f2", "resnet50"): predictions(0.5, 6, {f"T{i}": i % 2 for i in range(12)})}
+
+
+def read_predictions(rev: str, backbone: str) -> pd.DataFrame:
+    return READS[(rev, backbone)]
+
+
+def test_collect_leaves_out_failed_and_queued_and_counts_them():
+    collected = collect_experiments(json.loads(json.dumps(fake_exp_show())))
+    names = {e.name for e in collected.finished}
+    assert names == {"workspace", "main", "sr-gan", "bicubic-new", "bicubic-old", "hr",
+                     "real-sr", "real-bicubic"}
+    assert dict(collected.left_out) == {"failed": 1, "queued": 1}
+    assert "1 failed, 1 queued" in grid.describe_left_out(collected.left_out)
+
+
+def test_ablation_tables_per_dataset_with_paired_tests(capsys):
+    collected = collect_experiments(fake_exp_show())
+    table, paired, duplicates = ablation.run_ablation(collected.finished, read_predictions,
+                                                      resamples=200, seed=0)
+    assert list(table.columns) == ablation.TABLE_COLUMNS
+    assert table["dataset"].nunique() == 2
+    demo = table[table["raw_dir"] == "data/demo_raw"].set_index(["input", "generator"])
+    real = table[table["raw_dir"] == "/data/tdp43"]
+    assert sorted(demo.index) == [("bicubic", ""), ("hr", ""), ("sr", "gan"), ("sr", "psnr")]
+    assert "raw" not in set(table["input"])  # the failed run's stale metrics are not a cell
+    assert demo.loc[("bicubic", ""), "experiment"] == "bicubic-new"  # newest of two kept
+    assert demo.loc[("sr", "psnr"), "experiment"] == "workspace"  # newer than its baseline
+    assert duplicates == 2
+    assert (real["acquire_downsample"] == 4).all()
+    assert "acquired at 1/4" in real["dataset"].iloc[0]
+    assert real["dataset"].iloc[0].endswith("manifest eeeeeeeeeeee")
+    assert demo["sample_balanced_accuracy_ci_high"].notna().all()
+    assert demo["crop_auc_ci_low"].notna().all()
+
+    rows = paired.set_index(["dataset", "generator", "input_b"])
+    demo_name = demo["dataset"].iloc[0]
+    for generator in ("gan", "psnr"):
+        for baseline in ("bicubic", "hr"):
+            row = rows.loc[(demo_name, generator, baseline)]
+            assert row["note"] == "" and row["samples"] == 12
+            assert row["difference_ci_low"] <= row["auc_difference"] <= row["difference_ci_high"]
+            assert row["bootstrap_resamples"] == 200
+            if (generator, baseline) == ("gan", "hr"):  # both perfect: DeLong not estimable
+                assert row["auc_difference"] == 0 and pd.isna(row["delong_p_value"])
+            else:
+                assert 0 < row["delong_p_value"] <= 1
+    gan_vs_bicubic = rows.loc[(demo_name, "gan", "bicubic")]
+    assert gan_vs_bicubic["experiment_a"] == "sr-gan"
+    assert gan_vs_bicubic["experiment_b"] == "bicubic-new"
+    mismatch = paired[paired["dataset"] == real["dataset"].iloc[0]]
+    assert len(mismatch) == 1 and "different test splits" in mismatch["note"].iloc[0]
+    assert pd.isna(mismatch["delong_p_value"].iloc[0])
+
+    ablation.print_ablation(table, paired)
+    out = capsys.readouterr().err
+    assert out.count("Ablation on held-out test samples, data:") == 2
+    assert "data/demo_raw, crops as they are" in out and "/data/tdp43, acquired at 1/4" in out
+    assert "sr (gan) vs hr" in out and "different test splits" in out
+    assert "DeLong p = not estimable" in out
+
+
+def test_ablation_cli_writes_both_files(tmp_path, monkeypatch):
+    show = tmp_path / "show.json"
+    show.write_text(json.dumps(fake_exp_show()))
+    params = write_params(tmp_path / "params.yaml")
+    monkeypatch.setattr(ablation, "predictions_from_git", read_predictions)
+    monkeypatch.setattr(sys, "argv", ["ablation", "--json", str(show), "--out",
+                                      str(tmp_path / "ablation"), "--params", str(params)])
+    ablation.main()
+    table = pd.read_csv(tmp_path / "ablation" / "table.csv")
+    paired = pd.read_csv(tmp_path / "ablation" / "paired.csv")
+    assert len(table) == 6 and len(paired) == 5
+
+
+def test_predictions_read_from_an_experiment_commit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "reports" / "eval" / "vgg16" / "predictions.csv"
+    path.parent.mkdir(parents=True)
+    predictions(0.5, 0).to_csv(path, index=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "exp"], check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    path.write_text("changed on disk afterwards\n")
+    from_commit = ablation.predictions_from_git(rev, "vgg16")
+    pd.testing.assert_frame_equal(from_commit, predictions(0.5, 0))
+    assert list(ablation.predictions_from_git("workspace", "vgg16").columns) == [
+        "changed on disk afterwards"]
+    with pytest.raises(FileNotFoundError, match="not in commit"):
+        ablation.predictions_from_git(rev, "resnet50")
+
+
+def test_grid_has_both_levels_and_the_same_filtering(capsys):
+    show = fake_exp_show()
+    # Two lr x batch cells of the same sr/psnr input on the demo data.
+    show[1]["experiments"].append(exp_range(
+        state("g1", "lr-5e-4", "2026-03-07T10:00:00", DEMO, "sr", 0.88, generator="psnr",
+              lr=0.0005, batch=32), "success"))
+    collected = collect_experiments(show)
+    frame, duplicates = grid_table(collected.finished)
+    assert duplicates == 2
+    for level in ("crop", "sample"):
+        for key in ("auc", "balanced_accuracy"):
+            assert frame[f"{level}_{key}"].notna().all()
+    assert "raw" not in set(frame["input"])
+    sr = frame[(frame["input"] == "sr") & (frame["generator"] == "psnr") &
+               (frame["raw_dir"] == "data/demo_raw")]
+    assert sorted(zip(sr["lr"], sr["batch_size"])) == [(0.0001, 16), (0.0005, 32)]
+    print_grid(frame)
+    out = capsys.readouterr().err
+    assert "crop 0.910 / 0.860" in out and "sample 0.910 / 0.860" in out
+    assert "0.0001" in out and "0.0005" in out
+    assert grid.format_lr(0.00005) == "0.00005"
+
+
+# ------------------------------------------------------------------ report
+def hand_made_reports(root, backbones) -> None:
+    def write(relative, text):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    write("ingest/metrics.json", json.dumps({"crops": 36, "groups": 12, "positive_class": "ALS",
+                                             "skipped_files": 0}))
+    write("split/metrics.json", json.dumps({"train_crops_ALS": 10, "test_crops_ALS": 4,
+                                            "groups_in_two_splits": 0}))
+    write("sr/metrics.json", json.dumps({"psnr_bicubic": 30.0, "ssim_bicubic": 0.8,
+                                         "psnr_phase1": 31.0, "ssim_phase1": 0.82,
+                                         "psnr": 30.5, "ssim": 0.81, "iterations": 80,
+                                         "train_seconds": 12.0, "perceptual_loss": "off"}))
+    for backbone in backbones:
+        write(f"train/{backbone}/curves.csv",
+              "epoch,train_loss,val_loss,val_auc\n1,0.7,0.69,0.6\n2,0.6,0.65,0.7\n")
+        write(f"eval/{backbone}/predictions.csv", predictions(0.6, 0).to_csv(index=False))
+        write(f"eval/{backbone}/metrics.json",
+              json.dumps({"environment": {"python": "3.11", "torch": "2.x"}}))
+    write("compare/table.csv", "backbone,input,crop_auc,sample_auc\nvgg16,sr,0.8,0.9\n")
+    write("compare/paired.csv", "backbone_a,backbone_b,samples,auc_difference,delong_p_value\n"
+                                "vgg16,resnet50,12,0.0,\n")
+    write("crossval/summary.csv", "backbone,folds,sample_auc_mean\nvgg16,3,0.8\n")
+    collected = collect_experiments(fake_exp_show())
+    table, paired, _ = ablation.run_ablation(collected.finished, read_predictions, 100, 0)
+    write("ablation/table.csv", table.to_csv(index=False))
+    write("ablation/paired.csv", paired.to_csv(index=False))
+
+
+def test_report_renders_every_section_with_the_ablation(tmp_path):
+    backbones = ["vgg16", "resnet50"]
+    hand_made_reports(tmp_path / "reports", backbones)
+    page = report.build_report(tmp_path / "reports", backbones, with_experiments=False)
+    for heading in ("<h2>Data</h2>", "<h2>Super-resolution", "<h2>Training curves",
+                    "<h2>Backbones on the held-out", "<h3>Paired comparisons",
+                    "<h2>Confusion matrices", "<h2>Grad-CAM", "<h2>Cross-validation",
+                    "<h2>Does SR help? (ablation)</h2>", "<h2>Environment"):
+        assert heading in page, heading
+    assert "last convolutional block of each backbone" in page
+    assert "vgg16: <code>features.29" in page and "resnet50: <code>layer4" in page
+    assert page.count("<h3>Data: ") == 2  # one ablation table per dataset
+    assert "sr (gan) vs hr" in page and "different test splits" in page
+    assert "not estimable" in page
+    section = page.split("Does SR help?")[1].split("<h2>")[0]
+    assert "NaN" not in section and "nan" not in section and "None" not in section
+
+
+def test_report_gradcam_layers_match_explain():
+    from models.classifier import build_classifier
+    from pipeline.explain import CAM_LAYERS
+
+    assert set(report.GRADCAM_LAYERS) == set(CAM_LAYERS)
+    for backbone, layer_of in CAM_LAYERS.items():
+        model, _ = build_classifier(backbone, "none")
+        name = next(n for n, m in model.named_modules() if m is layer_of(model))
+        assert report.GRADCAM_LAYERS[backbone].startswith(name.removeprefix("backbone.") + ",")
+
+
+def test_report_with_experiments_writes_its_own_page(tmp_path, monkeypatch):
+    backbones = ["mobilenet_v3_small"]
+    reports = tmp_path / "reports"
+    hand_made_reports(reports, backbones)
+    params = write_params(tmp_path / "params.yaml")
+    show = fake_exp_show()
+    show[1]["experiments"].append(exp_range(
+        state("g1", "lr-5e-4", "2026-03-07T10:00:00", DEMO, "sr", 0.88, generator="psnr",
+              lr=0.0005, batch=32), "success"))
+    monkeypatch.setattr(grid, "experiments_from_dvc", lambda: collect_experiments(show))
+    pipeline_page = reports / "report.html"
+    monkeypatch.setattr(sys, "argv", ["report", "--reports", str(reports), "--out",
+                                      str(pipeline_page), "--params", str(params),
+                                      "--experiments", str(tmp_path / "experiments.html")])
+    report.main()
+    assert not pipeline_page.exists()  # the DVC-tracked page is left alone
+    page = (tmp_path / "experiments.html").read_text()
+    assert "lr x batch_size grid" in page and "1 failed, 1 queued" in page
+    grid_part = page.split("lr x batch_size grid")[1].split("<h2>Environment")[0]
+    assert "<td>0.0001</td>" in grid_part and "<td>0.0005</td>" in grid_part
+    assert "<td>0.000</td>" not in grid_part
+    monkeypatch.setattr(sys, "argv", ["report", "--reports", str(reports), "--out",
+                                      str(pipeline_page), "--params", str(params),
+                                      "--experiments", str(pipeline_page)])
+    with pytest.raises(SystemExit):
+        report.main()
+    assert not pipeline_page.exists()
