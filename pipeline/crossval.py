@@ -19,9 +19,9 @@ from pipeline.common import PipelineError, console, stage_main, write_csv_atomic
 from pipeline.config import Params, load_params
 from pipeline.datasets import classifier_image_size, image_folder, load_images
 from pipeline.device import resolve_device
-from pipeline.metrics import evaluation_report
+from pipeline.inference import score_split
 from pipeline.split import fold_assignment
-from pipeline.train_classifier import predict_proba, train_classifier
+from pipeline.train_classifier import train_classifier
 
 SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
 
@@ -43,11 +43,8 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, 
                               checkpoint_dir / f"{backbone}-fold{fold}")
     model = result["model"]
     model.load_state_dict(result["best_state"])
-    prob = predict_proba(model.to(device), images["test"], device,
-                         params.classifier.eval_batch_size, params.classifier.precision,
-                         params.classifier.channels_last)
-    predictions = parts["test"][["crop_id", "group", "label"]].assign(prob=prob)
-    report = evaluation_report(predictions, params.classifier.bootstrap, params.seed)
+    predictions, report = score_split(model.to(device), images["test"], parts["test"], device,
+                                      params.classifier, params.seed)
     result["checkpoint"].unlink(missing_ok=True)
     row = {"backbone": backbone, "fold": fold, "test_samples": predictions["group"].nunique(),
            "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"]}

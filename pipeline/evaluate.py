@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.classifier import build_classifier
 from pipeline.common import (
-    PipelineError,
     console,
     environment_record,
     stage_main,
@@ -24,19 +22,18 @@ from pipeline.config import load_params
 from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
-from pipeline.metrics import evaluation_report, roc_points
-from pipeline.train_classifier import predict_proba
+from pipeline.inference import decide, load_trained, predict_proba, score_split
+from pipeline.metrics import roc_points, sample_level
 
 
-def load_trained(path: Path, backbone: str) -> torch.nn.Module:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model, _ = build_classifier(backbone, "none")
-        model.load_state_dict(saved["model"])
-    except Exception as exc:
-        raise PipelineError(f"{path}: not a trained {backbone} from train_classifier "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    return model.eval()
+def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str],
+                 backbone: str) -> pd.DataFrame:
+    """One row per sample: its crops' mean probability and the class decided from it."""
+    samples = sample_level(predictions)
+    n_crops = predictions.groupby("group").size().reindex(samples["group"]).to_numpy()
+    return pd.DataFrame({"sample": samples["group"], "n_crops": n_crops, "prob": samples["prob"],
+                         "prediction": np.asarray(class_names)[decide(samples["prob"])],
+                         "label": samples["label"], "backbone": backbone})
 
 
 @torch.no_grad()
@@ -83,14 +80,10 @@ def main() -> None:
     model = load_trained(args.model, args.backbone).to(device)
     if cp.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    prob = predict_proba(model, images, device, cp.eval_batch_size, cp.precision,
-                         cp.channels_last)
-    predictions = pd.DataFrame({"crop_id": test["crop_id"], "group": test["group"],
-                                "label": test["label"], "prob": prob,
-                                "predicted": (prob >= 0.5).astype(int)})
-    report = evaluation_report(predictions, cp.bootstrap, params.seed)
+    predictions, report = score_split(model, images, test, device, cp, params.seed)
     trained = json.loads(args.train_metrics.read_text())
-    metrics = {"backbone": args.backbone, "input": cp.input, **report,
+    metrics = {"backbone": args.backbone, "input": cp.input,
+               "generator": params.sr.generator if cp.input == "sr" else None, **report,
                "train_seconds": trained["train_seconds"],
                "peak_memory_mb": trained["peak_memory_mb"],
                "params_millions": trained["params_millions"],
@@ -99,11 +92,14 @@ def main() -> None:
                                  cp.channels_last),
                "test_crops": len(test), "test_samples": int(test["group"].nunique()),
                "environment": environment_record(device)}
+    class_names = class_names_from(test)
     write_csv_atomic(args.out / "predictions.csv", predictions)
-    save_gradcam_grid(model, args.backbone, images, predictions, class_names_from(test),
+    write_csv_atomic(args.out / "samples.csv", sample_table(predictions, class_names,
+                                                            args.backbone))
+    save_gradcam_grid(model, args.backbone, images, predictions, class_names,
                       args.out / "gradcam.png", device)
-    write_json_atomic(args.out / "roc.json", {"roc": roc_points(predictions["label"].to_numpy(),
-                                                                prob)})
+    write_json_atomic(args.out / "roc.json", {"roc": roc_points(
+        predictions["label"].to_numpy(), predictions["prob"].to_numpy())})
     write_json_atomic(args.out / "metrics.json", metrics)
     c, s = report["crop"], report["sample"]
     console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "

@@ -2,6 +2,9 @@
 
 Adam with a cosine schedule; the best epoch is chosen on the validation split (groups
 never seen in training), never on training accuracy, which the study reported as a result.
+The loop follows torchvision's references/classification: `set_up_training` builds what a
+run trains with, `train_one_epoch` and `validate` do one epoch, `train_classifier` drives
+them and saves a plain-dict checkpoint after every epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pipeline.common import (
     write_csv_atomic,
     write_json_atomic,
 )
-from pipeline.config import Params, load_params
+from pipeline.config import ClassifierParams, Params, load_params
 from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
 from pipeline.device import autocast_for, peak_memory_mb, resolve_device, seed_everything
 from pipeline.distributed import (
@@ -50,23 +53,49 @@ from pipeline.distributed import (
     wrap,
 )
 from pipeline.images import from_uint16
+from pipeline.inference import decide, predict_proba
 
 EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap", "num_workers"}
 
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int,
-                  precision: str, channels_last: bool) -> np.ndarray:
-    """P(positive) per image."""
-    model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    out = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch].to(device, non_blocking=True)
-        with autocast_for(device, precision):
-            logits = model(chunk.contiguous(memory_format=memory_format))
-        out.append(torch.softmax(logits.float(), 1)[:, 1].cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+@dataclasses.dataclass
+class TrainingSetup:
+    """What one run trains with. `model` is the plain module that checkpoints save."""
+
+    backbone: str
+    model: nn.Module
+    run_model: nn.Module  # `model` wrapped in DDP and/or compiled: what the forward pass calls
+    pretrained: str
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    loader: DataLoader
+    shuffle: torch.Generator  # the single-process loader's order; checkpointed for resume
+    shard_sampler: DistributedSampler | None
+    augmentation: nn.Module | None
+    memory_format: torch.memory_format
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the epochs so far have produced; all of it goes into the checkpoint."""
+
+    epoch: int = 0
+    curves: list[dict] = dataclasses.field(default_factory=list)
+    best_auc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    seconds: float = 0.0
+    images_seen: int = 0
+
+    def record(self, row: dict, model: nn.Module) -> None:
+        """Append an epoch's curve row; keep a CPU copy of the weights if its val AUC is best."""
+        self.epoch = row["epoch"]
+        self.curves.append(row)
+        if row["val_auc"] > self.best_auc:
+            self.best_auc, self.best_epoch = row["val_auc"], row["epoch"]
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -84,6 +113,150 @@ def training_config(backbone: str, params: Params, data_digest: str) -> dict:
     return config
 
 
+def checkpoint_path_for(checkpoint_dir: Path, backbone: str, config: dict) -> Path:
+    """One checkpoint file per backbone and config hash (other params: another file)."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return checkpoint_dir / f"{backbone}-{key}.pt"
+
+
+def build_model(backbone: str, cp: ClassifierParams, device: torch.device,
+                context: DistContext) -> tuple[nn.Module, nn.Module, str]:
+    """(model, the model as the forward pass runs it, where its weights came from)."""
+    try:
+        model, loaded = build_classifier(backbone, cp.pretrained)
+    except WeightsError as exc:
+        raise PipelineError(str(exc)) from None
+    memory_format = torch.channels_last if cp.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    parallel_model = wrap(model, context, device)
+    run_model = torch.compile(parallel_model) if cp.compile else parallel_model
+    return model, run_model, loaded
+
+
+def build_loader(images: torch.Tensor, labels: np.ndarray, params: Params, device: torch.device,
+                 context: DistContext) -> tuple[DataLoader, torch.Generator,
+                                                DistributedSampler | None]:
+    """Shuffled training batches; under torchrun each rank gets batch_size / world_size."""
+    shuffle = torch.Generator().manual_seed(params.seed)
+    dataset = TensorDataset(images, torch.from_numpy(np.array(labels)).long())
+    workers, pin = params.classifier.num_workers, device.type == "cuda"
+    if not context.enabled:
+        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True,
+                            generator=shuffle, drop_last=len(images) > params.batch_size,
+                            num_workers=workers, pin_memory=pin)
+        return loader, shuffle, None
+    if params.batch_size % context.world_size:
+        raise PipelineError(f"batch_size {params.batch_size} does not divide over "
+                            f"{context.world_size} processes")
+    sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True,
+                                 seed=params.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=params.batch_size // context.world_size,
+                        sampler=sampler, drop_last=True, num_workers=workers, pin_memory=pin)
+    return loader, shuffle, sampler
+
+
+def set_up_training(backbone: str, images: torch.Tensor, labels: np.ndarray, params: Params,
+                    device: torch.device, context: DistContext) -> TrainingSetup:
+    """Model, Adam with a cosine schedule over all steps, loss, loader, online augmentation."""
+    cp = params.classifier
+    model, run_model, loaded = build_model(backbone, cp, device, context)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay)
+    loader, shuffle, shard_sampler = build_loader(images, labels, params, device, context)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=params.epochs * len(loader))
+    augmentation = build_augmentation(params.augment).to(device) if params.augment.online else None
+    return TrainingSetup(
+        backbone=backbone, model=model, run_model=run_model, pretrained=loaded,
+        optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=cp.precision == "fp16"),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cp.label_smoothing), loader=loader,
+        shuffle=shuffle, shard_sampler=shard_sampler, augmentation=augmentation,
+        memory_format=torch.channels_last if cp.channels_last else torch.contiguous_format)
+
+
+def save_checkpoint(path: Path, config: dict, setup: TrainingSetup, run: RunState) -> None:
+    """A plain dict: weights, optimizer, schedule, RNG states and the run so far."""
+    save_torch_atomic(path, {
+        "config": config, "epoch": run.epoch, "model": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(), "scheduler": setup.scheduler.state_dict(),
+        "sampler": setup.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+        "curves": run.curves, "train_seconds": run.seconds, "images_seen": run.images_seen,
+        "best_auc": run.best_auc, "best_epoch": run.best_epoch, "best_state": run.best_state})
+
+
+def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
+    """Put the saved weights, optimizer, schedule and RNG states back; return the run so far."""
+    setup.model.load_state_dict(checkpoint["model"])
+    setup.optimizer.load_state_dict(checkpoint["optimizer"])
+    setup.scheduler.load_state_dict(checkpoint["scheduler"])
+    setup.shuffle.set_state(checkpoint["sampler"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return RunState(epoch=checkpoint["epoch"], curves=checkpoint["curves"],
+                    best_auc=checkpoint["best_auc"], best_epoch=checkpoint["best_epoch"],
+                    best_state=checkpoint["best_state"], seconds=checkpoint["train_seconds"],
+                    images_seen=checkpoint["images_seen"])
+
+
+def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
+                    epoch: int) -> tuple[dict, int]:
+    """One pass over the training batches: ({train_loss, train_accuracy, train_auc}, images)."""
+    setup.model.train()
+    if setup.shard_sampler is not None:
+        setup.shard_sampler.set_epoch(epoch)  # a different, reproducible shuffle per epoch
+    losses, scores, targets = [], [], []
+    for images, labels in setup.loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if setup.augmentation is not None:
+            with torch.no_grad():
+                images = setup.augmentation(images).clamp(0, 1)
+        with autocast_for(device, precision):
+            logits = setup.run_model(images.contiguous(memory_format=setup.memory_format))
+            loss = setup.loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise PipelineError(f"{setup.backbone}: non-finite training loss in epoch "
+                                f"{epoch + 1}; lower lr or use classifier.precision: fp32")
+        setup.optimizer.zero_grad(set_to_none=True)
+        setup.scaler.scale(loss).backward()
+        setup.scaler.step(setup.optimizer)
+        setup.scaler.update()
+        setup.scheduler.step()
+        losses.append(loss.item())
+        scores.append(torch.softmax(logits.detach().float(), 1)[:, 1].cpu())
+        targets.append(labels.cpu())
+    train_scores, train_targets = torch.cat(scores).numpy(), torch.cat(targets).numpy()
+    return {"train_loss": float(np.mean(losses)),
+            "train_accuracy": float((decide(train_scores) == train_targets).mean()),
+            "train_auc": _safe_auc(train_targets, train_scores)}, len(train_targets)
+
+
+def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device: torch.device,
+             cp: ClassifierParams) -> dict:
+    """{val_loss, val_accuracy, val_auc} of `model` on the validation split."""
+    scores = predict_proba(model, images, device, cp.eval_batch_size, cp.precision,
+                           cp.channels_last)
+    # np.array copies: labels from pandas are read-only, which torch.from_numpy warns about
+    targets = torch.from_numpy(np.array(labels)).double()
+    loss = nn.functional.binary_cross_entropy(
+        torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7), targets)
+    return {"val_loss": float(loss), "val_accuracy": float((decide(scores) == labels).mean()),
+            "val_auc": _safe_auc(labels, scores)}
+
+
+def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
+                  context: DistContext) -> dict:
+    """The stage's metrics JSON: best epoch, cost, where the weights came from, environment."""
+    return {"best_epoch": run.best_epoch, "best_val_auc": run.best_auc,
+            "train_seconds": round(run.seconds, 2),
+            "train_images_per_s": round(run.images_seen / max(run.seconds, 1e-9), 2),
+            "peak_memory_mb": round(peak_memory_mb(device), 1),
+            "params_millions": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 3),
+            "pretrained": setup.pretrained, "epochs": run.epoch,
+            "world_size": context.world_size,
+            "replica_weight_digests": replica_digests(setup.model, context),
+            "environment": environment_record(device)}
+
+
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
                      val_images: torch.Tensor, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
@@ -95,142 +268,46 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     batch_size / world_size images per step, so the global batch is still `batch_size`;
     only rank 0 writes checkpoints.
     """
-    cp = params.classifier
     digest = hashlib.sha256(train_images.numpy().tobytes() + train_labels.tobytes()
                             + val_images.numpy().tobytes()).hexdigest()
     config = training_config(backbone, params, digest)
-    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    checkpoint_path = checkpoint_dir / f"{backbone}-{key}.pt"
+    checkpoint_path = checkpoint_path_for(checkpoint_dir, backbone, config)
     remove_stale_temporaries(checkpoint_dir)
     seed_everything(params.seed, deterministic=device.type == "cpu")
     if device.type == "cuda":
         # Fixed input sizes: let cuDNN pick the fastest kernels (not bit-reproducible on GPU).
         torch.backends.cudnn.benchmark = True
-
-    try:
-        model, loaded = build_classifier(backbone, cp.pretrained)
-    except WeightsError as exc:
-        raise PipelineError(str(exc)) from None
-    memory_format = torch.channels_last if cp.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    parallel_model = wrap(model, context, device)
-    run_model = torch.compile(parallel_model) if cp.compile else parallel_model
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay)
-    sampler = torch.Generator().manual_seed(params.seed)
-    dataset = TensorDataset(train_images, torch.from_numpy(np.array(train_labels)).long())
-    if context.enabled:
-        if params.batch_size % context.world_size:
-            raise PipelineError(f"batch_size {params.batch_size} does not divide over "
-                                f"{context.world_size} processes")
-        shard_sampler = DistributedSampler(dataset, context.world_size, context.rank,
-                                           shuffle=True, seed=params.seed, drop_last=True)
-        loader = DataLoader(dataset, batch_size=params.batch_size // context.world_size,
-                            sampler=shard_sampler, drop_last=True, num_workers=cp.num_workers,
-                            pin_memory=device.type == "cuda")
-    else:
-        shard_sampler = None
-        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True,
-                            generator=sampler, drop_last=len(train_images) > params.batch_size,
-                            num_workers=cp.num_workers, pin_memory=device.type == "cuda")
-    total_steps = params.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cp.precision == "fp16")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cp.label_smoothing)
-    augmentation = build_augmentation(params.augment).to(device) if params.augment.online else None
-
-    epoch, curves, best = 0, [], {"auc": -1.0, "epoch": 0, "state": None}
-    seconds, images_seen = 0.0, 0
-    state = load_checkpoint(checkpoint_path, config)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        epoch, curves, seconds = state["epoch"], state["curves"], state["train_seconds"]
-        images_seen = state["images_seen"]
-        best = {"auc": state["best_auc"], "epoch": state["best_epoch"],
-                "state": state["best_state"]}
-        console.print(f"resuming {backbone} from {checkpoint_path} after epoch {epoch}")
-
+    setup = set_up_training(backbone, train_images, train_labels, params, device, context)
+    run, checkpoint = RunState(), load_checkpoint(checkpoint_path, config)
+    if checkpoint is not None:
+        run = restore_checkpoint(checkpoint, setup)
+        console.print(f"resuming {backbone} from {checkpoint_path} after epoch {run.epoch}")
+    last = params.epochs if stop_after_epoch is None else min(params.epochs, stop_after_epoch)
     with progress() as bar:
-        task = bar.add_task(f"train {backbone}", total=params.epochs, completed=epoch, status="")
-        while epoch < params.epochs:
-            if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                break
-            model.train()
-            if shard_sampler is not None:
-                shard_sampler.set_epoch(epoch)  # a different, reproducible shuffle per epoch
+        task = bar.add_task(f"train {backbone}", total=params.epochs, completed=run.epoch,
+                            status="")
+        while run.epoch < last:
             started = time.perf_counter()
-            losses, scores, targets = [], [], []
-            for images, labels in loader:
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if augmentation is not None:
-                    with torch.no_grad():
-                        images = augmentation(images).clamp(0, 1)
-                images = images.contiguous(memory_format=memory_format)
-                with autocast_for(device, cp.precision):
-                    logits = run_model(images)
-                    loss = loss_fn(logits.float(), labels)
-                if not torch.isfinite(loss):
-                    raise PipelineError(f"{backbone}: non-finite training loss in epoch "
-                                        f"{epoch + 1}; lower lr or use classifier.precision: fp32")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                losses.append(loss.item())
-                scores.append(torch.softmax(logits.detach().float(), 1)[:, 1].cpu())
-                targets.append(labels.cpu())
-                images_seen += len(labels)
-            seconds += time.perf_counter() - started
-            train_scores, train_targets = torch.cat(scores).numpy(), torch.cat(targets).numpy()
-            val_scores = predict_proba(model, val_images, device, cp.eval_batch_size,
-                                       cp.precision, cp.channels_last)
-            val_loss = float(nn.functional.binary_cross_entropy(
-                torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7),
-                torch.from_numpy(val_labels).double()))
-            epoch += 1
-            row = {"epoch": epoch, "train_loss": mean_across_ranks(float(np.mean(losses)), context),
-                   "train_accuracy": float(((train_scores >= 0.5) == train_targets).mean()),
-                   "train_auc": _safe_auc(train_targets, train_scores),
-                   "val_loss": val_loss,
-                   "val_accuracy": float(((val_scores >= 0.5) == val_labels).mean()),
-                   "val_auc": _safe_auc(val_labels, val_scores),
-                   "lr": scheduler.get_last_lr()[0]}
-            curves.append(row)
-            if row["val_auc"] > best["auc"]:
-                best = {"auc": row["val_auc"], "epoch": epoch,
-                        "state": {k: v.detach().cpu().clone()
-                                  for k, v in model.state_dict().items()}}
+            trained, images = train_one_epoch(setup, device, params.classifier.precision,
+                                              run.epoch)
+            run.seconds += time.perf_counter() - started
+            run.images_seen += images
+            trained["train_loss"] = mean_across_ranks(trained["train_loss"], context)
+            run.record({"epoch": run.epoch + 1, **trained,
+                        **validate(setup.model, val_images, val_labels, device, params.classifier),
+                        "lr": setup.scheduler.get_last_lr()[0]}, setup.model)
             if context.is_main:
-                save_torch_atomic(checkpoint_path, {
-                    "config": config, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.get_state(), "torch_rng": torch.get_rng_state(),
-                    "curves": curves, "train_seconds": seconds, "images_seen": images_seen,
-                    "best_auc": best["auc"], "best_epoch": best["epoch"],
-                    "best_state": best["state"]})
+                save_checkpoint(checkpoint_path, config, setup, run)
             barrier(context)
-            bar.update(task, completed=epoch, status=(
+            row = run.curves[-1]
+            bar.update(task, completed=run.epoch, status=(
                 f"loss {row['train_loss']:.3f} val_auc {row['val_auc']:.3f} "
                 f"val_acc {row['val_accuracy']:.3f}"))
-
-    if epoch < params.epochs:
-        return {"best_state": None, "curves": curves, "checkpoint": checkpoint_path,
-                "epoch": epoch}
-    metrics = {"best_epoch": best["epoch"], "best_val_auc": best["auc"],
-               "train_seconds": round(seconds, 2),
-               "train_images_per_s": round(images_seen / max(seconds, 1e-9), 2),
-               "peak_memory_mb": round(peak_memory_mb(device), 1),
-               "params_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-               "pretrained": loaded, "epochs": epoch, "world_size": context.world_size,
-               "replica_weight_digests": replica_digests(model, context),
-               "environment": environment_record(device)}
-    return {"best_state": best["state"], "curves": curves, "metrics": metrics,
-            "checkpoint": checkpoint_path, "epoch": epoch, "model": model}
+    result = {"curves": run.curves, "checkpoint": checkpoint_path, "epoch": run.epoch}
+    if run.epoch < params.epochs:
+        return result | {"best_state": None}
+    return result | {"best_state": run.best_state, "model": setup.model,
+                     "metrics": final_metrics(setup, run, device, context)}
 
 
 @stage_main
@@ -251,8 +328,10 @@ def main() -> None:
     if args.backbone not in params.classifier.backbones:
         raise PipelineError(f"backbone {args.backbone!r} is not in classifier.backbones")
     context, device = init_distributed(resolve_device(params.device))
+    # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
+    # warns about: every array that becomes a tensor here is a writable copy.
     train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
-    train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy()
+    train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(pd.read_csv(args.split), "val")
     folder = image_folder(params.classifier.input, args.crops, args.sr)
     val_images = load_images(folder, val["crop_id"].tolist(), classifier_image_size(params))
@@ -260,8 +339,8 @@ def main() -> None:
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
     result = train_classifier(args.backbone, train_images, train_labels, val_images,
-                              val["label"].to_numpy(), params, device, args.checkpoints,
-                              context=context)
+                              val["label"].to_numpy(copy=True), params, device,
+                              args.checkpoints, context=context)
     shutdown(context)
     if not context.is_main:
         console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")

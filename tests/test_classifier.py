@@ -236,3 +236,74 @@ def test_grad_cam_maps_for_every_backbone(name):
     assert maps.shape == (2, 64, 64)
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
     assert torch.isfinite(maps).all()
+
+
+# ------------------------------------------------------------------ inference and evaluate
+def test_decide_is_positive_from_the_threshold_on():
+    from pipeline.inference import decide
+
+    assert decide(np.array([0.0, 0.4999, 0.5, 0.9])).tolist() == [0, 0, 1, 1]
+    assert decide(0.7, threshold=0.8).tolist() == 0
+
+
+def test_load_trained_refuses_other_files_in_one_line(tmp_path):
+    from pipeline.inference import load_trained
+
+    path = tmp_path / "model.pt"
+    torch.save({"model": get_model("resnet50", weights=None).state_dict()}, path)
+    with pytest.raises(PipelineError, match="not a trained mobilenet_v3_small") as error:
+        load_trained(path, "mobilenet_v3_small")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("input_kind", ["sr", "raw"])
+def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from pipeline import evaluate
+    from pipeline.common import save_array_atomic
+    from pipeline.config import load_params
+    from tests.conftest import write_params
+
+    params_file = write_params(tmp_path / "params.yaml", classifier={"input": input_kind})
+    params = load_params(params_file)
+    folder = tmp_path / ("sr/sr" if input_kind == "sr" else "crops")
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(14):  # 5 test samples of 2-3 crops, both classes
+        group, label = f"g{index // 3}", (index // 3) % 2
+        save_array_atomic(folder / f"c{index:02d}.npy",
+                          rng.integers(0, 65535, (1, 32, 32), dtype=np.uint16))
+        rows.append({"crop_id": f"c{index:02d}", "group": group, "label": label,
+                     "class_name": ("Control", "ALS")[label], "split": "test"})
+    pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
+    torch.manual_seed(0)
+    model, _ = build_classifier("mobilenet_v3_small", "none")
+    torch.save({"model": model.state_dict(), "backbone": "mobilenet_v3_small",
+                "best_epoch": 1}, tmp_path / "model.pt")
+    (tmp_path / "train.json").write_text(json.dumps({
+        "train_seconds": 1.0, "peak_memory_mb": 1.0, "params_millions": 1.0,
+        "pretrained": "none", "best_epoch": 1}))
+    out = tmp_path / "eval"
+    monkeypatch.setattr(sys, "argv", [
+        "evaluate", "--backbone", "mobilenet_v3_small", "--model", str(tmp_path / "model.pt"),
+        "--train-metrics", str(tmp_path / "train.json"), "--split", str(tmp_path / "split.csv"),
+        "--crops", str(tmp_path / "crops"), "--sr", str(tmp_path / "sr"), "--out", str(out),
+        "--params", str(params_file)])
+    evaluate.main()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["input"] == input_kind
+    assert metrics["generator"] == (params.sr.generator if input_kind == "sr" else None)
+    crops = pd.read_csv(out / "predictions.csv")
+    samples = pd.read_csv(out / "samples.csv")
+    assert samples.columns.tolist() == ["sample", "n_crops", "prob", "prediction", "label",
+                                        "backbone"]
+    by_sample = crops.groupby("group")
+    assert samples["sample"].tolist() == sorted(by_sample.groups)
+    assert samples["n_crops"].tolist() == by_sample.size().tolist()
+    np.testing.assert_allclose(samples["prob"], by_sample["prob"].mean().to_numpy())
+    assert samples["label"].tolist() == by_sample["label"].first().tolist()
+    expected = np.where(samples["prob"] >= 0.5, "ALS", "Control")
+    assert samples["prediction"].tolist() == expected.tolist()
+    assert set(samples["backbone"]) == {"mobilenet_v3_small"}

@@ -3,9 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline import crossval
 from pipeline.common import save_array_atomic
 from pipeline.config import load_params
-from pipeline.crossval import run_fold, summarise
+from pipeline.crossval import summarise
+from pipeline.datasets import load_images
+from pipeline.inference import score_split
 from pipeline.split import fold_of_each_crop
 from tests.conftest import write_params
 
@@ -24,7 +27,7 @@ def test_summarise_mean_and_sd():
     assert summary.loc["b", "crop_auc_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 
 
-def test_a_fold_trains_and_tests_on_disjoint_groups(tmp_path):
+def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
     params = load_params(write_params(tmp_path / "p.yaml", epochs=1, split={"folds": 3}))
     rng = np.random.default_rng(0)
     rows = []
@@ -38,7 +41,33 @@ def test_a_fold_trains_and_tests_on_disjoint_groups(tmp_path):
                      "class_name": "ALS" if label else "Control"})
     frame = pd.DataFrame(rows)
     frame["fold"] = fold_of_each_crop(frame, 3, 0)
-    row = run_fold("mobilenet_v3_small", 1, frame, tmp_path / "crops", params,
-                   torch.device("cpu"), tmp_path / "ckpt")
-    assert row["test_samples"] == frame.loc[frame["fold"] == 1, "group"].nunique()
-    assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
+    group_of = frame.set_index("crop_id")["group"]
+    # Watch what run_fold really loads (train, val, test in turn) and scores.
+    loaded, scored = [], []
+
+    def watched_load_images(folder, crop_ids, size):
+        loaded.append(set(group_of[crop_ids]))
+        return load_images(folder, crop_ids, size)
+
+    def watched_score_split(model, images, split_rows, *args):
+        scored.append(set(split_rows["group"]))
+        return score_split(model, images, split_rows, *args)
+
+    monkeypatch.setattr(crossval, "load_images", watched_load_images)
+    monkeypatch.setattr(crossval, "score_split", watched_score_split)
+    tested = set()
+    for fold in range(3):
+        loaded.clear()
+        scored.clear()
+        row = crossval.run_fold("mobilenet_v3_small", fold, frame, tmp_path / "crops", params,
+                                torch.device("cpu"), tmp_path / "ckpt")
+        train, val, test = loaded
+        fold_groups = set(frame.loc[frame["fold"] == fold, "group"])
+        assert test == fold_groups and scored == [fold_groups]
+        assert not train & test and not val & test and not train & val, f"fold {fold}"
+        assert train | val | test == set(frame["group"])
+        assert row["test_samples"] == len(fold_groups)
+        assert row["test_crops"] == (frame["fold"] == fold).sum()
+        assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
+        tested |= test
+    assert tested == set(frame["group"])  # every sample had its turn in a test fold
