@@ -1,0 +1,1 @@
+"""Pipeline stages, one module per stage: `python -m pipeline.<stage>` (paths from dvc.yaml)."""
