@@ -33,6 +33,7 @@ from pipeline.grid import (
     evaluation_rows,
     experiments_from_dvc,
     newest_per_cell,
+    with_interval,
 )
 from pipeline.metrics import SampleMismatchError, paired_sample_comparison
 
@@ -107,14 +108,6 @@ def run_ablation(experiments: list[Experiment], read_predictions: PredictionsRea
     """(table, paired, duplicates dropped) for the finished experiments."""
     table, duplicates = ablation_table(experiments)
     return table, paired_table(table, read_predictions, resamples, seed), duplicates
-
-
-def with_interval(row, key: str) -> str:
-    """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""
-    value, low, high = row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
-    if pd.isna(value):
-        return ""
-    return f"{value:.3f}" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]")
 
 
 def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:

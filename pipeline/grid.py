@@ -175,6 +175,14 @@ def format_lr(lr: float) -> str:
     return np.format_float_positional(float(lr), trim="-")
 
 
+def with_interval(row, key: str) -> str:
+    """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""
+    value, low, high = row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
+    if pd.isna(value):
+        return ""
+    return f"{value:.3f}" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]")
+
+
 def print_grid(frame: pd.DataFrame) -> None:
     if frame.empty:
         console.print("no experiments with evaluation metrics found")

@@ -202,7 +202,7 @@ def crossval_section(reports: Path) -> str:
 
 
 def _intervals(frame: pd.DataFrame, key: str) -> pd.Series:
-    from pipeline.ablation import with_interval
+    from pipeline.grid import with_interval
 
     return frame.apply(lambda row: with_interval(row, key), axis=1)
 
