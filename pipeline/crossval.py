@@ -3,6 +3,12 @@
 One train/test split of a few dozen patients gives a noisy estimate; k folds give each
 sample one turn in the test set and a mean and standard deviation per metric. Folds
 come from the split stage (split.folds); 0 folds means this stage records nothing.
+
+SR images are not used here: the generator was trained on the main split's training
+groups, which include test groups of some folds, so a fold scored on SR images would
+have had its test images (not their labels) seen in training. With classifier.input sr
+the folds read the bicubic upscales of the same crops instead (same size), and every
+row says which input it used.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from pipeline.train_classifier import train_classifier
 SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
 
 
+def crossval_input(input_kind: str) -> str:
+    """The input the folds read: bicubic in place of sr (see the module docstring)."""
+    return "bicubic" if input_kind == "sr" else input_kind
+
+
 def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, params: Params,
              device: torch.device, checkpoint_dir: Path) -> dict:
     assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
@@ -46,7 +57,8 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, 
     predictions, report = score_split(model.to(device), images["test"], parts["test"], device,
                                       params.classifier, params.seed)
     result["checkpoint"].unlink(missing_ok=True)
-    row = {"backbone": backbone, "fold": fold, "test_samples": predictions["group"].nunique(),
+    row = {"backbone": backbone, "fold": fold, "input": crossval_input(params.classifier.input),
+           "test_samples": predictions["group"].nunique(),
            "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"]}
     for level in ("crop", "sample"):
         row |= {f"{level}_{key}": report[level][key] for key in SUMMARY_METRICS}
@@ -58,6 +70,8 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for backbone, part in folds.groupby("backbone", sort=False):
         row = {"backbone": backbone, "folds": len(part)}
+        if "input" in part:
+            row["input"] = part["input"].iloc[0]
         for level in ("crop", "sample"):
             for key in SUMMARY_METRICS:
                 values = part[f"{level}_{key}"].to_numpy(dtype=float)
@@ -93,7 +107,11 @@ def main() -> None:
     split_frame = split_frame.merge(folds_frame[["crop_id", "fold"]], on="crop_id",
                                     validate="one_to_one")
     device = resolve_device(params.device)
-    folder = image_folder(params.classifier.input, args.crops, args.sr)
+    input_kind = crossval_input(params.classifier.input)
+    if input_kind != params.classifier.input:
+        console.print(f"crossval: reading {input_kind} images in place of "
+                      f"{params.classifier.input} (the SR model saw some folds' test groups)")
+    folder = image_folder(input_kind, args.crops, args.sr)
     rows = []
     for backbone in params.classifier.backbones:
         for fold in range(params.split.folds):

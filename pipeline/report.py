@@ -1,10 +1,11 @@
 """One self-contained HTML report of a pipeline run (images embedded, no external files).
 
 Dataset summary, SR quality against bicubic, training curves, the backbone comparison with
-paired tests, ROC curves, confusion matrices, Grad-CAM grids, cross-validation, the SR
-ablation (reports/ablation, written by `python -m pipeline.ablation`, when present) and the
-environment. With --experiments the lr x batch_size grid from `dvc exp show` is added and
-the page goes to a path of its own, never the DVC-tracked reports/report.html.
+paired tests, ROC curves, confusion matrices, Grad-CAM grids, cross-validation and the
+environment. With --experiments the page also shows what is made across experiments: the
+SR ablation (reports/ablation, written by `python -m pipeline.ablation`) and the
+lr x batch_size grid from `dvc exp show`; it goes to a path of its own, never the
+DVC-tracked reports/report.html, whose stage reads only its declared deps.
 """
 
 from __future__ import annotations
@@ -282,9 +283,9 @@ def build_report(reports: Path, backbones: list[str], with_experiments: bool) ->
     sections = [dataset_section(reports), sr_section(reports),
                 curves_section(reports, backbones), comparison_section(reports),
                 confusion_section(reports, backbones), gradcam_section(reports, backbones),
-                crossval_section(reports), ablation_section(reports)]
+                crossval_section(reports)]
     if with_experiments:
-        sections.append(experiments_section())
+        sections += [ablation_section(reports), experiments_section()]
     sections.append(environment_section(reports, backbones))
     body = "\n".join(s for s in sections if s)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>TDP-43 pipeline report"

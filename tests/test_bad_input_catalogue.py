@@ -97,7 +97,9 @@ PARAM_CASES = {
     "zero lr": (None, "lr", 0),
     "negative lr": (None, "lr", -0.001),
     "typo in a params key": (None, "batch_sise", 16),
-    "crops smaller than the SR patch": ("data", "crop_size", 64),
+    "crops smaller than the SR patch": ("sr", "hr_patch", 64),
+    "hr input without an acquisition": ("classifier", "input", "hr"),
+    "VGG discriminator on a 32 px patch": ("sr", "discriminator", "vgg"),
 }
 
 TABLE: list[tuple[str, str, str]] = []
@@ -143,7 +145,8 @@ def test_bad_params(project, tmp_path, name):
     params.write_text(yaml.safe_dump(raw_params))
     before = snapshot(project)
     result = stage(*ingest_args(project, project / "raw", params))
-    _check_failure(result, before, project, name, key if key != "crop_size" else "crop_size")
+    culprit = {"hr_patch": "crop_size", "discriminator": "hr_patch"}.get(key, key)
+    _check_failure(result, before, project, name, culprit)
 
 
 def _classifier_args(project: Path, tmp_path: Path, params: Path) -> list[str]:

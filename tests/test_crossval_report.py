@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,16 @@ def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
         assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
         tested |= test
     assert tested == set(frame["group"])  # every sample had its turn in a test fold
+
+
+def test_crossval_never_reads_sr_images():
+    """The SR model saw some folds' test groups: the folds read bicubic instead of sr."""
+    from pipeline.crossval import crossval_input
+    from pipeline.datasets import image_folder
+
+    assert crossval_input("sr") == "bicubic"
+    assert {crossval_input(kind) for kind in ("raw", "bicubic", "hr")} == {"raw", "bicubic",
+                                                                        "hr"}
+    folder = image_folder(crossval_input("sr"), Path("data/ingested/crops"),
+                          Path("data/sr_images"))
+    assert folder == Path("data/sr_images/bicubic")

@@ -79,7 +79,8 @@ def test_repro_experiment_and_metrics(tmp_path):
     split = workspace["reports/split/metrics.json"]["data"]
     assert split["groups_in_two_splits"] == 0
     sr = workspace["reports/sr/metrics.json"]["data"]
-    assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "psnr_phase1"} <= set(sr)
+    assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "psnr_phase1", "psnr_gan"} <= set(sr)
+    assert sr["generator"] == "psnr" and sr["psnr"] >= sr["psnr_bicubic"]
 
     diff = json.loads(sh([DVC, "metrics", "diff", "--json"], project).stdout)
     changed = diff.get("reports/train/mobilenet_v3_small/metrics.json", {})
