@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.common import PipelineError, load_array
+from pipeline.config import load_params
 from pipeline.ingest import ingest_crops
 from tests.conftest import REPO, blob, write_crop, write_params
 
@@ -16,6 +17,12 @@ from tests.conftest import REPO, blob, write_crop, write_params
 def run(raw, tmp_path, params, **data_overrides):
     data = dataclasses.replace(params.data, **data_overrides)
     return ingest_crops(raw, tmp_path / "cache", data)
+
+
+@pytest.fixture
+def params(tmp_path):
+    """These crops are 128 px (the study's raw size); the demo default is 32."""
+    return load_params(write_params(tmp_path / "params.yaml", data={"crop_size": 128}))
 
 
 def test_reads_layout_groups_and_formats(raw_dir, tmp_path, params):
