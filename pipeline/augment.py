@@ -18,10 +18,10 @@ import torch
 
 from pipeline.common import (
     console,
-    environment_record,
     save_array_atomic,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import AugmentParams, load_params
@@ -105,8 +105,9 @@ def main() -> None:
     metrics = {"input": params.classifier.input, "source_crops": len(train),
                "training_images": len(augmented), "positives": int(out_labels.sum()),
                "negatives": int(len(out_labels) - out_labels.sum()),
-               "online": params.augment.online, "environment": environment_record(device)}
+               "online": params.augment.online}
     write_json_atomic(args.metrics, metrics)
+    write_environment(args.metrics, device)
     console.print(f"augment: {len(train)} crops -> {len(augmented)} training images on {device}")
 
 

@@ -62,6 +62,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def prepare_checkpoint_dir(folder: str | Path) -> None:
+    """Create a persistent checkpoint folder (a DVC out) with a note in it, so that it is
+    never empty: DVC warns about an empty output folder on every run."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    note = folder / "README.txt"
+    if not note.exists():
+        write_text_atomic(note, "Resume state of interrupted training runs, keyed by a hash "
+                                "of the training params and data.\nSafe to delete: a run "
+                                "then starts from scratch.\n")
+
+
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete `.tmp-*` files a killed process left behind (its rename never happened)."""
     folder = Path(folder)
@@ -147,6 +159,16 @@ def load_checkpoint(path: Path, config: dict) -> dict | None:
 
 
 # ---------------------------------------------------------------- run context
+def write_environment(metrics_path: str | Path, device=None) -> None:
+    """Write the environment record to `environment.json` beside a stage's metrics file.
+
+    Kept out of the metrics themselves so that `dvc metrics diff` between two machines
+    shows figures, not platform strings; dvc.yaml declares the file as a plain output.
+    """
+    write_json_atomic(Path(metrics_path).with_name("environment.json"),
+                      environment_record(device))
+
+
 def environment_record(device=None) -> dict:
     """Versions and device a stage ran with, stored beside its metrics."""
     import importlib.metadata as md

@@ -21,7 +21,13 @@ import pandas as pd
 import torch
 
 from pipeline.augment import make_training_set
-from pipeline.common import PipelineError, console, stage_main, write_csv_atomic
+from pipeline.common import (
+    PipelineError,
+    console,
+    prepare_checkpoint_dir,
+    stage_main,
+    write_csv_atomic,
+)
 from pipeline.config import Params, load_params
 from pipeline.datasets import classifier_image_size, image_folder, load_images
 from pipeline.device import resolve_device
@@ -94,7 +100,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even when unused
+    prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty
     split_frame = pd.read_csv(args.split)
     if params.split.folds == 0:
         write_csv_atomic(args.out / "folds.csv", pd.DataFrame(columns=["backbone", "fold"]))

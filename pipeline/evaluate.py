@@ -13,9 +13,9 @@ import torch
 
 from pipeline.common import (
     console,
-    environment_record,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import load_params
@@ -91,7 +91,7 @@ def main() -> None:
                **inference_speed(model, images, device, cp.eval_batch_size, cp.precision,
                                  cp.channels_last),
                "test_crops": len(test), "test_samples": int(test["group"].nunique()),
-               "environment": environment_record(device)}
+}
     class_names = class_names_from(test)
     write_csv_atomic(args.out / "predictions.csv", predictions)
     write_csv_atomic(args.out / "samples.csv", sample_table(predictions, class_names,
@@ -101,6 +101,7 @@ def main() -> None:
     write_json_atomic(args.out / "roc.json", {"roc": roc_points(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy())})
     write_json_atomic(args.out / "metrics.json", metrics)
+    write_environment(args.out / "metrics.json", device)
     c, s = report["crop"], report["sample"]
     console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "
                   f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] acc {c['accuracy']:.3f}; "

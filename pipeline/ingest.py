@@ -16,11 +16,11 @@ from pipeline.common import (
     PipelineError,
     atomic_path,
     console,
-    environment_record,
     progress,
     save_array_atomic,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import DataParams, load_params
@@ -219,7 +219,8 @@ def main() -> None:
         if args.out.exists():
             shutil.rmtree(args.out)
     write_csv_atomic(args.report, pd.DataFrame(result.problems, columns=["path", "problem"]))
-    write_json_atomic(args.metrics, result.metrics | {"environment": environment_record()})
+    write_json_atomic(args.metrics, result.metrics)
+    write_environment(args.metrics)
     console.print(f"ingest: {result.metrics['crops']} crops in {result.metrics['groups']} groups, "
                   f"{result.metrics['skipped_files']} skipped")
 

@@ -272,7 +272,7 @@ def experiments_section() -> str:
 
 def environment_section(reports: Path, backbones: list[str]) -> str:
     for backbone in backbones:
-        env = _json(reports / "eval" / backbone / "metrics.json").get("environment")
+        env = _json(reports / "eval" / backbone / "environment.json")
         if env:
             rows = pd.DataFrame([{"key": k, "value": str(v)} for k, v in env.items()])
             return "<h2>Environment</h2>" + _table(rows)

@@ -16,9 +16,9 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from pipeline.common import (
     PipelineError,
     console,
-    environment_record,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import SplitParams, load_params
@@ -124,7 +124,8 @@ def main() -> None:
         pd.DataFrame(columns=["crop_id", "group", "fold"])
     write_csv_atomic(args.out, frame.drop(columns="fold", errors="ignore"))
     write_csv_atomic(args.folds, folds)
-    write_json_atomic(args.metrics, metrics | {"environment": environment_record()})
+    write_json_atomic(args.metrics, metrics)
+    write_environment(args.metrics)
     console.print(f"split: {metrics}")
 
 

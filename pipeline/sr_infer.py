@@ -18,11 +18,11 @@ from pipeline.common import (
     PipelineError,
     atomic_path,
     console,
-    environment_record,
     load_array,
     progress,
     save_array_atomic,
     stage_main,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import load_params
@@ -97,8 +97,8 @@ def main() -> None:
         if args.out.exists():
             shutil.rmtree(args.out)
     metrics["generator"] = generator_name
-    metrics["environment"] = environment_record(device)
     write_json_atomic(args.metrics, metrics)
+    write_environment(args.metrics, device)
     console.print(f"sr_infer: {metrics['crops']} crops in {metrics['seconds']} s")
 
 

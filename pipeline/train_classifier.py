@@ -29,14 +29,15 @@ from pipeline.augment import build_augmentation
 from pipeline.common import (
     PipelineError,
     console,
-    environment_record,
     load_array,
     load_checkpoint,
+    prepare_checkpoint_dir,
     progress,
     remove_stale_temporaries,
     save_torch_atomic,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import ClassifierParams, Params, load_params
@@ -245,7 +246,7 @@ def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device:
 
 def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
                   context: DistContext) -> dict:
-    """The stage's metrics JSON: best epoch, cost, where the weights came from, environment."""
+    """The stage's metrics JSON: best epoch, cost, where the weights came from."""
     return {"best_epoch": run.best_epoch, "best_val_auc": run.best_auc,
             "train_seconds": round(run.seconds, 2),
             "train_images_per_s": round(run.images_seen / max(run.seconds, 1e-9), 2),
@@ -253,8 +254,7 @@ def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
             "params_millions": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 3),
             "pretrained": setup.pretrained, "epochs": run.epoch,
             "world_size": context.world_size,
-            "replica_weight_digests": replica_digests(setup.model, context),
-            "environment": environment_record(device)}
+            "replica_weight_digests": replica_digests(setup.model, context)}
 
 
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
@@ -337,7 +337,7 @@ def main() -> None:
     val_images = load_images(folder, val["crop_id"].tolist(), classifier_image_size(params))
     if train_images.shape[-1] != classifier_image_size(params):
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
-    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
+    prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty
     result = train_classifier(args.backbone, train_images, train_labels, val_images,
                               val["label"].to_numpy(copy=True), params, device,
                               args.checkpoints, context=context)
@@ -349,6 +349,7 @@ def main() -> None:
                                    "best_epoch": result["metrics"]["best_epoch"]})
     write_csv_atomic(args.curves, pd.DataFrame(result["curves"]))
     write_json_atomic(args.metrics, result["metrics"])
+    write_environment(args.metrics, device)
     result["checkpoint"].unlink(missing_ok=True)
     m = result["metrics"]
     console.print(f"{args.backbone}: best epoch {m['best_epoch']} val AUC {m['best_val_auc']:.3f}"

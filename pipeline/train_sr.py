@@ -34,14 +34,15 @@ from models.weights import WeightsError
 from pipeline.common import (
     PipelineError,
     console,
-    environment_record,
     load_array,
     load_checkpoint,
+    prepare_checkpoint_dir,
     progress,
     remove_stale_temporaries,
     save_torch_atomic,
     stage_main,
     write_csv_atomic,
+    write_environment,
     write_json_atomic,
 )
 from pipeline.config import SRParams, load_params
@@ -370,7 +371,7 @@ def choose_generator(candidates: dict[str, dict], choice: str) -> str:
 
 
 def summarise(run: SRTraining, params: SRParams, context: DistContext,
-              device: torch.device, digests: list[str]) -> dict:
+              digests: list[str]) -> dict:
     """Metrics of a finished run: both generators' validation figures and the chosen one."""
     final = run.log[-1]
     candidates = {"psnr": run.phase1["scores"]}
@@ -394,7 +395,6 @@ def summarise(run: SRTraining, params: SRParams, context: DistContext,
         else "off",
         "discriminator": params.discriminator,
         "world_size": context.world_size, "replica_weight_digests": digests,
-        "environment": environment_record(device),
     }
 
 
@@ -444,7 +444,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     generators = {"psnr": run.phase1["state"]}
     if params.iters_gan > 0:
         generators["gan"] = _cpu_state(run.ema.model)
-    metrics = summarise(run, params, context, device, digests)
+    metrics = summarise(run, params, context, digests)
     result = {"generators": generators, "ema_state": generators[metrics["generator"]],
               "metrics": metrics, "log": run.log, "iteration": run.iteration}
     # The finished record replaces the training checkpoint: weights of the exported
@@ -500,7 +500,7 @@ def main() -> None:
     context, device = init_distributed(resolve_device(params.device))
     pairs = {name: load_array(args.pairs / f"{name}.npy")
              for name in ("train_lr", "train_hr", "val_lr", "val_hr")}
-    args.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, even if never written
+    prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty
     result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints, context=context)
     shutdown(context)
     if not context.is_main:
@@ -511,6 +511,7 @@ def main() -> None:
     save_sr_samples(result["ema_state"], {k: getattr(params.sr, k) for k in MODEL_KEYS},
                     pairs, args.samples)
     write_json_atomic(args.metrics, result["metrics"])
+    write_environment(args.metrics, device)
     report_generator(result["metrics"])
     if not math.isfinite(result["metrics"]["psnr"]):
         raise PipelineError("validation PSNR is not finite")

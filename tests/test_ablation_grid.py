@@ -236,8 +236,7 @@ def hand_made_reports(root, backbones) -> None:
         write(f"train/{backbone}/curves.csv",
               "epoch,train_loss,val_loss,val_auc\n1,0.7,0.69,0.6\n2,0.6,0.65,0.7\n")
         write(f"eval/{backbone}/predictions.csv", predictions(0.6, 0).to_csv(index=False))
-        write(f"eval/{backbone}/metrics.json",
-              json.dumps({"environment": {"python": "3.11", "torch": "2.x"}}))
+        write(f"eval/{backbone}/environment.json", json.dumps({"python": "3.11", "torch": "2.x"}))
     write("compare/table.csv", "backbone,input,crop_auc,sample_auc\nvgg16,sr,0.8,0.9\n")
     write("compare/paired.csv", "backbone_a,backbone_b,samples,auc_difference,delong_p_value\n"
                                 "vgg16,resnet50,12,0.0,\n")
