@@ -91,29 +91,27 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
-    """Read every crop, normalise it, write it to cache_dir; return manifest and metrics.
+class BadFiles:
+    """Where a bad file goes: an error (data.on_bad_file: error) or the skipped list."""
 
-    With data.acquire_downsample k > 0, cache_dir holds each crop as acquired at 1/k
-    resolution and a sibling `hr` folder the original, under the same file name.
-    """
-    check_raw_dir(raw_dir)
-    classes = find_class_folders(raw_dir, params.positive)
+    def __init__(self, on_bad_file: str):
+        self.on_bad_file, self.problems = on_bad_file, []
+
+    def __call__(self, path: Path, why: str) -> None:
+        if self.on_bad_file == "error":
+            raise PipelineError(f"{path}: {why} (set data.on_bad_file: skip to leave it out)")
+        self.problems.append({"path": str(path), "problem": why})
+
+
+def collect_candidates(raw_dir: Path, classes: list[str], params: DataParams,
+                       bad: BadFiles) -> tuple[list[tuple[str, str, str, Path]], int]:
+    """Every crop file as (class, sample folder, group, path), and the count of files with
+    other extensions; collected first so the progress bar knows its total."""
     group_pattern = re.compile(params.group_regex)
     extensions = {e.lower() for e in params.extensions}
-    problems: list[dict] = []
-
-    def bad(path: Path, why: str) -> None:
-        if params.on_bad_file == "error":
-            raise PipelineError(f"{path}: {why} (set data.on_bad_file: skip to leave it out)")
-        problems.append({"path": str(path), "problem": why})
-
-    # Collect the file list first so the progress bar knows its total.
-    candidates: list[tuple[str, str, str, Path]] = []
-    ignored = 0
+    candidates, ignored = [], 0
     for class_name in classes:
-        class_dir = raw_dir / class_name
-        for sample_dir in sorted(class_dir.iterdir()):
+        for sample_dir in sorted((raw_dir / class_name).iterdir()):
             if sample_dir.name.startswith("."):
                 continue
             if not sample_dir.is_dir():
@@ -124,20 +122,21 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
             if not match:
                 raise PipelineError(f"{sample_dir}: folder name does not match data.group_regex "
                                     f"{params.group_regex!r}")
-            crops = []
-            for path in sorted(sample_dir.iterdir()):
-                if path.name.startswith(".") or path.is_dir():
-                    continue
-                if path.suffix.lower() not in extensions:
-                    ignored += 1
-                    continue
-                crops.append(path)
+            files = [p for p in sorted(sample_dir.iterdir())
+                     if not p.name.startswith(".") and not p.is_dir()]
+            crops = [p for p in files if p.suffix.lower() in extensions]
+            ignored += len(files) - len(crops)
             if not crops:
                 bad(sample_dir, f"sample folder holds no crops ({', '.join(sorted(extensions))})")
                 continue
             candidates += [(class_name, sample_dir.name, match.group("group"), p) for p in crops]
+    return candidates, ignored
 
-    rows, fits = [], {"none": 0, "resized": 0, "padded": 0}
+
+def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataParams,
+                bad: BadFiles) -> list[dict]:
+    """Read, check, fit and cache every candidate (and its hr original with acquisition);
+    return the manifest rows."""
     factor = params.acquire_downsample
     hr_dir = cache_dir.with_name("hr")
     for folder in (cache_dir, hr_dir):
@@ -146,6 +145,7 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     cache_dir.mkdir(parents=True)
     if factor:
         hr_dir.mkdir()
+    rows = []
     with progress() as bar:
         task = bar.add_task("ingest", total=len(candidates), status="")
         for class_name, sample, group, path in candidates:
@@ -164,7 +164,6 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
                 save_array_atomic(hr_dir / f"{crop_id}.npy", to_uint16(image)[None])
                 image = acquire_low_resolution(image, factor, LEVELS.get(info["dtype"]))
             save_array_atomic(cache_dir / f"{crop_id}.npy", to_uint16(image)[None])
-            fits[fit] += 1
             rows.append({"crop_id": crop_id, "path": path.relative_to(raw_dir).as_posix(),
                          "class_name": class_name, "label": int(class_name == params.positive),
                          "sample": sample, "group": group, "height": info["height"],
@@ -172,8 +171,10 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
                          "dtype": info["dtype"], "fit": fit,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                          "cache_file": f"{crop_id}.npy"})
+    return rows
 
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+def check_manifest(manifest: pd.DataFrame, raw_dir: Path, classes: list[str]) -> None:
     if manifest.empty:
         raise PipelineError(f"{raw_dir}: no usable crops")
     for class_name in classes:
@@ -185,18 +186,33 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
         raise PipelineError(f"group {name!r} appears under both classes; a sample belongs to one "
                             "class (check data.group_regex)")
 
+
+def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
+    """Read every crop, normalise it, write it to cache_dir; return manifest and metrics.
+
+    With data.acquire_downsample k > 0, cache_dir holds each crop as acquired at 1/k
+    resolution and a sibling `hr` folder the original, under the same file name.
+    """
+    check_raw_dir(raw_dir)
+    classes = find_class_folders(raw_dir, params.positive)
+    bad = BadFiles(params.on_bad_file)
+    candidates, ignored = collect_candidates(raw_dir, classes, params, bad)
+    manifest = pd.DataFrame(cache_crops(candidates, raw_dir, cache_dir, params, bad),
+                            columns=MANIFEST_COLUMNS)
+    check_manifest(manifest, raw_dir, classes)
+    fits = manifest["fit"].value_counts()
     metrics = {"crops": len(manifest), "groups": int(manifest["group"].nunique()),
                "sample_folders": int(manifest["sample"].nunique()),
-               "skipped_files": len(problems), "ignored_files": ignored,
-               "resized": fits["resized"], "padded": fits["padded"],
-               "positive_class": params.positive, "acquire_downsample": factor,
-               "acquired_size": params.crop_size // max(factor, 1),
+               "skipped_files": len(bad.problems), "ignored_files": ignored,
+               "resized": int(fits.get("resized", 0)), "padded": int(fits.get("padded", 0)),
+               "positive_class": params.positive, "acquire_downsample": params.acquire_downsample,
+               "acquired_size": params.crop_size // max(params.acquire_downsample, 1),
                "manifest_sha256": manifest_digest(manifest, params)}
     for class_name in classes:
         part = manifest[manifest["class_name"] == class_name]
         metrics[f"crops_{class_name}"] = len(part)
         metrics[f"groups_{class_name}"] = int(part["group"].nunique())
-    return IngestResult(manifest, metrics, problems)
+    return IngestResult(manifest, metrics, bad.problems)
 
 
 @stage_main
