@@ -25,13 +25,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import AugmentParams, load_params
-from pipeline.datasets import (
-    balanced_indices,
-    classifier_image_size,
-    image_folder,
-    load_images,
-    split_subset,
-)
+from pipeline.datasets import balanced_indices, image_folder, load_classifier_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.images import to_uint16
 
@@ -94,7 +88,7 @@ def main() -> None:
     device = resolve_device(params.device)
     train = split_subset(pd.read_csv(args.split), "train")
     folder = image_folder(params.classifier.input, args.crops, args.sr)
-    images = load_images(folder, train["crop_id"].tolist(), classifier_image_size(params))
+    images = load_classifier_images(params, folder, train["crop_id"].tolist())
     labels = train["label"].to_numpy()
     augmented, out_labels, source = make_training_set(images, labels, params.augment,
                                                       params.seed, device)

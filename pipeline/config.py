@@ -193,6 +193,20 @@ class ClassifierParams:
         _check(self.bootstrap >= 100, "classifier.bootstrap", ">= 100 resamples")
 
 
+@dataclass(frozen=True)
+class PreprocessParams:
+    filter: str  # none | gaussian | median | mean
+    kernel: int
+    sigma: float
+    equalize: bool
+
+    def validate(self) -> None:
+        _check(self.filter in ("none", "gaussian", "median", "mean"), "preprocess.filter",
+               "none | gaussian | median | mean")
+        _check(self.kernel >= 3 and self.kernel % 2 == 1, "preprocess.kernel", "odd, >= 3")
+        _check(self.sigma > 0, "preprocess.sigma", "must be > 0")
+
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 # raw: the crop as acquired; bicubic / sr: upscaled by sr.scale; hr: the original crop,
 # kept only when data.acquire_downsample > 0 (the upper bound SR is measured against).
@@ -219,6 +233,7 @@ class Params:
     split: SplitParams
     sr: SRParams
     augment: AugmentParams
+    preprocess: PreprocessParams
     classifier: ClassifierParams
     distributed: DistributedParams
 

@@ -29,7 +29,7 @@ from pipeline.common import (
     write_csv_atomic,
 )
 from pipeline.config import Params, load_params
-from pipeline.datasets import classifier_image_size, image_folder, load_images
+from pipeline.datasets import image_folder, load_classifier_images
 from pipeline.device import resolve_device
 from pipeline.inference import score_split
 from pipeline.split import fold_assignment
@@ -47,10 +47,9 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, 
              device: torch.device, checkpoint_dir: Path) -> dict:
     assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
     frame = split_frame.assign(split=assignment)
-    size = classifier_image_size(params)
     parts = {name: frame[frame["split"] == name].reset_index(drop=True)
              for name in ("train", "val", "test")}
-    images = {name: load_images(folder, part["crop_id"].tolist(), size)
+    images = {name: load_classifier_images(params, folder, part["crop_id"].tolist())
               for name, part in parts.items()}
     train_images, train_labels, _ = make_training_set(
         images["train"], parts["train"]["label"].to_numpy(), params.augment,

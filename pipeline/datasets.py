@@ -59,6 +59,14 @@ def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:
     return out
 
 
+def load_classifier_images(params: Params, folder: Path, crop_ids: list[str]) -> torch.Tensor:
+    """The images the classifier sees: at classifier_image_size, then params.preprocess."""
+    from pipeline.preprocess import preprocess_images
+
+    return preprocess_images(load_images(folder, crop_ids, classifier_image_size(params)),
+                             params.preprocess)
+
+
 def split_subset(split_frame: pd.DataFrame, split: str) -> pd.DataFrame:
     subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
     if subset.empty:

@@ -19,11 +19,12 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import load_params
-from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
+from pipeline.datasets import image_folder, load_classifier_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
 from pipeline.inference import decide, load_trained, predict_proba, score_split
 from pipeline.metrics import roc_points, sample_level
+from pipeline.preprocess import describe
 
 
 def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str],
@@ -75,14 +76,15 @@ def main() -> None:
     cp = params.classifier
     device = resolve_device(params.device)
     test = split_subset(pd.read_csv(args.split), "test")
-    images = load_images(image_folder(cp.input, args.crops, args.sr), test["crop_id"].tolist(),
-                         classifier_image_size(params))
+    images = load_classifier_images(params, image_folder(cp.input, args.crops, args.sr),
+                                    test["crop_id"].tolist())
     model = load_trained(args.model, args.backbone).to(device)
     if cp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     predictions, report = score_split(model, images, test, device, cp, params.seed)
     trained = json.loads(args.train_metrics.read_text())
     metrics = {"backbone": args.backbone, "input": cp.input,
+               "preprocess": describe(params.preprocess),
                "generator": params.sr.generator if cp.input == "sr" else None, **report,
                "train_seconds": trained["train_seconds"],
                "peak_memory_mb": trained["peak_memory_mb"],

@@ -41,7 +41,12 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import ClassifierParams, Params, load_params
-from pipeline.datasets import classifier_image_size, image_folder, load_images, split_subset
+from pipeline.datasets import (
+    classifier_image_size,
+    image_folder,
+    load_classifier_images,
+    split_subset,
+)
 from pipeline.device import autocast_for, peak_memory_mb, resolve_device, seed_everything
 from pipeline.distributed import (
     SINGLE_PROCESS,
@@ -334,7 +339,7 @@ def main() -> None:
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(pd.read_csv(args.split), "val")
     folder = image_folder(params.classifier.input, args.crops, args.sr)
-    val_images = load_images(folder, val["crop_id"].tolist(), classifier_image_size(params))
+    val_images = load_classifier_images(params, folder, val["crop_id"].tolist())
     if train_images.shape[-1] != classifier_image_size(params):
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty
