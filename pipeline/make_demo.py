@@ -3,7 +3,9 @@
 Control cells show diffuse nuclear TDP-43; ALS cells show nuclear depletion plus
 cytoplasmic puncta. Each sample (patient) has its own brightness, cell size, noise
 and background, so a split that puts crops of one sample on both sides would let a
-classifier recognise the sample instead of the disease: exactly the leak the study had.
+classifier recognise the sample instead of the disease: the leak we infer the study had
+(it split crops at random and does not report grouping by patient; it does not report
+the leak itself).
 """
 
 from __future__ import annotations
