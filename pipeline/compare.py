@@ -51,18 +51,16 @@ def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(column: str, value) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return ""  # not estimable / not applicable
-        if isinstance(value, float):
-            return f"{value:.3g}" if column.endswith("p_value") else f"{value:.3f}"
-        return str(value)
-
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, row)) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+    """The frame as a Markdown table: 3 decimals, p-values to 3 significant digits, and an
+    empty cell where a figure is not estimable."""
+    shown = frame.astype(object).copy()
+    for column in shown.columns:
+        style = "{:.3g}" if column.endswith("p_value") else "{:.3f}"
+        shown[column] = [
+            "" if value is None or (isinstance(value, float) and pd.isna(value))
+            else style.format(value) if isinstance(value, float) else str(value)
+            for value in frame[column]]
+    return shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,

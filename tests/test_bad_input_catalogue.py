@@ -105,6 +105,16 @@ PARAM_CASES = {
 TABLE: list[tuple[str, str, str]] = []
 
 
+@pytest.fixture(scope="module", autouse=True)
+def print_catalogue():
+    """After the module's tests, in whatever order or subset they ran, print the table
+    (visible with -s); no test depends on another having filled it."""
+    yield
+    print("\n| bad input | message (one line) | earlier outputs |\n|---|---|---|")
+    for name, message, state in TABLE:
+        print(f"| {name} | {message.replace('|', '/')} | {state} |")
+
+
 def _check_failure(result, before, project, name, culprit):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1, f"{name}: exit {result.returncode}\n{result.stderr}"
@@ -207,11 +217,3 @@ def test_sr_checkpoint_needing_unpickling_is_refused(project, tmp_path):
     _check_failure(result, before, project, "SR checkpoint needing arbitrary unpickling",
                    checkpoint.name)
     assert not marker.exists()
-
-
-def test_print_catalogue():
-    """Prints the table collected above (run with -s)."""
-    print("\n| bad input | message (one line) | earlier outputs |\n|---|---|---|")
-    for name, message, state in TABLE:
-        print(f"| {name} | {message.replace('|', '/')} | {state} |")
-    assert len(TABLE) >= 15
