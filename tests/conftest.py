@@ -94,3 +94,27 @@ def raw_dir(tmp_path: Path) -> Path:
             if group == 0:
                 write_crop(root / class_name / f"{sample}_crops2_r" / "c9.png", blob(seed=99))
     return root
+
+
+def square_crops(root: Path, count: int, split_of) -> tuple[Path, Path]:
+    """`count` cached 32 px crops, positives carrying a bright square, two crops per group,
+    and a split.csv with split_of(index) for each; returns (crops folder, split.csv)."""
+    import pandas as pd
+
+    from pipeline.common import save_array_atomic
+
+    crops = root / "crops"
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(count):
+        label = index % 2
+        image = rng.uniform(0, 0.3, (1, 32, 32))
+        image[:, 8:24, 8:24] += 0.6 * label
+        crop_id = f"c{index:03d}"
+        save_array_atomic(crops / f"{crop_id}.npy",
+                          (np.clip(image, 0, 1) * 65535).astype(np.uint16))
+        rows.append({"crop_id": crop_id, "group": f"g{index // 2}", "label": label,
+                     "split": split_of(index)})
+    split_csv = root / "split.csv"
+    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    return crops, split_csv

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.common import save_array_atomic
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
 
 
@@ -31,19 +30,7 @@ def _launch(nproc: int, module: str, args: list[str], log_dir: Path) -> None:
 def test_classifier_two_ranks_gloo(tmp_path):
     params_file = write_params(tmp_path / "params.yaml", epochs=3, lr=0.003, batch_size=8,
                                classifier={"input": "raw"}, distributed={"nproc": 2})
-    crops = tmp_path / "crops"
-    rng = np.random.default_rng(0)
-    rows = []
-    for index in range(64):
-        label = index % 2
-        image = rng.uniform(0, 0.3, (1, 32, 32))
-        image[:, 8:24, 8:24] += 0.6 * label
-        save_array_atomic(crops / f"c{index:03d}.npy",
-                          (np.clip(image, 0, 1) * 65535).astype(np.uint16))
-        rows.append({"crop_id": f"c{index:03d}", "group": f"g{index // 2}", "label": label,
-                     "split": "val" if index < 16 else "train"})
-    split_csv = tmp_path / "split.csv"
-    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    crops, split_csv = square_crops(tmp_path, 64, lambda i: "val" if i < 16 else "train")
     aug = subprocess.run([sys.executable, "-m", "pipeline.augment", "--split", str(split_csv),
                           "--crops", str(crops), "--sr", str(tmp_path / "none"), "--out",
                           str(tmp_path / "aug"), "--metrics", str(tmp_path / "aug.json"),

@@ -14,13 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from pipeline.common import save_array_atomic
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
 
 
@@ -85,21 +84,8 @@ def test_train_sr_sigkill_and_resume(tmp_path, seed):
 def test_train_classifier_sigkill_and_resume(tmp_path):
     params_file = write_params(tmp_path / "params.yaml", epochs=4,
                                classifier={"input": "raw"})
-    crops = tmp_path / "crops"
-    rng = np.random.default_rng(0)
-    rows = []
-    for index in range(48):
-        label = index % 2
-        image = rng.uniform(0, 0.3, (1, 32, 32))
-        image[:, 8:24, 8:24] += 0.6 * label
-        crop_id = f"c{index:03d}"
-        save_array_atomic(crops / f"{crop_id}.npy", (np.clip(image, 0, 1) * 65535).astype(
-            np.uint16))
-        split = ("train", "train", "val", "test")[index % 4] if index >= 8 else "val"
-        rows.append({"crop_id": crop_id, "group": f"g{index // 2}", "label": label,
-                     "split": split})
-    split_csv = tmp_path / "split.csv"
-    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    crops, split_csv = square_crops(
+        tmp_path, 48, lambda i: ("train", "train", "val", "test")[i % 4] if i >= 8 else "val")
     _run(["pipeline.augment", "--split", str(split_csv), "--crops", str(crops), "--sr",
           str(tmp_path / "no_sr"), "--out", str(tmp_path / "aug"), "--metrics",
           str(tmp_path / "aug.json"), "--params", str(params_file)])
