@@ -207,7 +207,7 @@ class PreprocessParams:
         _check(self.sigma > 0, "preprocess.sigma", "must be > 0")
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 where the hardware has it
 # raw: the crop as acquired; bicubic / sr: upscaled by sr.scale; hr: the original crop,
 # kept only when data.acquire_downsample > 0 (the upper bound SR is measured against).
 INPUTS = ("sr", "bicubic", "raw", "hr")

@@ -47,7 +47,13 @@ from pipeline.datasets import (
     load_classifier_images,
     split_subset,
 )
-from pipeline.device import autocast_for, peak_memory_mb, resolve_device, seed_everything
+from pipeline.device import (
+    autocast_for,
+    effective_precision,
+    peak_memory_mb,
+    resolve_device,
+    seed_everything,
+)
 from pipeline.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -312,7 +318,8 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     if run.epoch < params.epochs:
         return result | {"best_state": None}
     return result | {"best_state": run.best_state, "model": setup.model,
-                     "metrics": final_metrics(setup, run, device, context)}
+                     "metrics": final_metrics(setup, run, device, context)
+                     | {"precision": effective_precision(params.classifier.precision, device)}}
 
 
 @stage_main

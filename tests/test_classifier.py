@@ -307,3 +307,20 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     expected = np.where(samples["prob"] >= 0.5, "ALS", "Control")
     assert samples["prediction"].tolist() == expected.tolist()
     assert set(samples["backbone"]) == {"mobilenet_v3_small"}
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import pipeline.device as device_module
+
+    cpu = torch.device("cpu")
+    device_module.effective_precision.cache_clear()
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
+    assert device_module.effective_precision("auto", cpu) == "fp32"
+    assert device_module.effective_precision("fp32", cpu) == "fp32"
+    device_module.effective_precision.cache_clear()
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
+    assert device_module.effective_precision("auto", cpu) == "bf16"
+    with device_module.autocast_for(cpu, "auto"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    device_module.effective_precision.cache_clear()
