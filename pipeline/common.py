@@ -67,11 +67,15 @@ def prepare_checkpoint_dir(folder: str | Path) -> None:
     never empty: DVC warns about an empty output folder on every run."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    note = folder / "README.txt"
-    if not note.exists():
-        write_text_atomic(note, "Resume state of interrupted training runs, keyed by a hash "
-                                "of the training params and data.\nSafe to delete: a run "
-                                "then starts from scratch.\n")
+    # Exclusive create, not a temp-and-rename: under torchrun every rank gets here, and one
+    # rank's stale-temporary sweep must not delete another's half-made note.
+    try:
+        with open(folder / "README.txt", "x") as note:
+            note.write("Resume state of interrupted training runs, keyed by a hash of the "
+                       "training params and data.\nSafe to delete: a run then starts from "
+                       "scratch.\n")
+    except FileExistsError:
+        pass
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:

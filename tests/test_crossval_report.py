@@ -9,7 +9,7 @@ from pipeline import crossval
 from pipeline.common import save_array_atomic
 from pipeline.config import load_params
 from pipeline.crossval import summarise
-from pipeline.datasets import load_images
+from pipeline.datasets import load_classifier_images
 from pipeline.inference import score_split
 from pipeline.split import fold_of_each_crop
 from tests.conftest import write_params
@@ -47,15 +47,15 @@ def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
     # Watch what run_fold really loads (train, val, test in turn) and scores.
     loaded, scored = [], []
 
-    def watched_load_images(folder, crop_ids, size):
+    def watched_load_images(params, folder, crop_ids):
         loaded.append(set(group_of[crop_ids]))
-        return load_images(folder, crop_ids, size)
+        return load_classifier_images(params, folder, crop_ids)
 
     def watched_score_split(model, images, split_rows, *args):
         scored.append(set(split_rows["group"]))
         return score_split(model, images, split_rows, *args)
 
-    monkeypatch.setattr(crossval, "load_images", watched_load_images)
+    monkeypatch.setattr(crossval, "load_classifier_images", watched_load_images)
     monkeypatch.setattr(crossval, "score_split", watched_score_split)
     tested = set()
     for fold in range(3):

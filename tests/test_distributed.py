@@ -54,8 +54,8 @@ def test_classifier_two_ranks_gloo(tmp_path):
     log = (tmp_path / "out.txt").read_text()
     assert "rank 1: training done; rank 0 writes the outputs" in log
     assert log.count("mobilenet_v3_small: best epoch") == 1  # only rank 0 wrote and reported
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "curves.csv", "metrics.json",
-                                                     "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "curves.csv", "environment.json",
+                                                     "metrics.json", "model.pt"]
     assert torch.load(out / "model.pt", weights_only=True)["backbone"] == "mobilenet_v3_small"
 
 
