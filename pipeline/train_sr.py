@@ -370,22 +370,30 @@ def choose_generator(candidates: dict[str, dict], choice: str) -> str:
     return max(candidates, key=lambda name: (candidates[name]["psnr"], name == "psnr"))
 
 
+def with_choice(result: dict, choice: str) -> dict:
+    """The finished run's result with `choice` (sr.generator) applied: which generator feeds
+    the classifier, its weights as ema_state, and its figures as psnr / ssim."""
+    metrics = result["metrics"]
+    candidates = {"psnr": {"psnr": metrics["psnr_phase1"], "ssim": metrics["ssim_phase1"]}}
+    if metrics["psnr_gan"] is not None:
+        candidates["gan"] = {"psnr": metrics["psnr_gan"], "ssim": metrics["ssim_gan"]}
+    chosen = choose_generator(candidates, choice)
+    return result | {"ema_state": result["generators"][chosen],
+                     "metrics": metrics | {"generator": chosen} | candidates[chosen]}
+
+
 def summarise(run: SRTraining, params: SRParams, context: DistContext,
               digests: list[str]) -> dict:
-    """Metrics of a finished run: both generators' validation figures and the chosen one."""
+    """Metrics of a finished run: both generators' validation figures (the chosen one's are
+    filled in by with_choice)."""
     final = run.log[-1]
-    candidates = {"psnr": run.phase1["scores"]}
-    if params.iters_gan > 0:
-        candidates["gan"] = {k: final[k] for k in ("psnr", "ssim")}
-    chosen = choose_generator(candidates, params.generator)
+    gan = {k: final[k] for k in ("psnr", "ssim")} if params.iters_gan > 0 else {}
     return {
-        "generator": chosen,
-        "psnr": candidates[chosen]["psnr"], "ssim": candidates[chosen]["ssim"],
+        "generator": None, "psnr": None, "ssim": None,
         "psnr_bicubic": final["psnr_bicubic"], "ssim_bicubic": final["ssim_bicubic"],
-        "psnr_phase1": candidates["psnr"]["psnr"], "ssim_phase1": candidates["psnr"]["ssim"],
+        "psnr_phase1": run.phase1["scores"]["psnr"], "ssim_phase1": run.phase1["scores"]["ssim"],
         "phase1_best_iteration": run.phase1["iteration"],
-        "psnr_gan": candidates.get("gan", {}).get("psnr"),
-        "ssim_gan": candidates.get("gan", {}).get("ssim"),
+        "psnr_gan": gan.get("psnr"), "ssim_gan": gan.get("ssim"),
         "metric_border_px": params.scale,
         "gan_phase_weights": run.weights,
         "train_seconds": round(run.seconds, 2), "iterations": run.iteration,
@@ -414,7 +422,7 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     state = load_checkpoint(checkpoint_path, config)
     if state is not None and state.get("finished"):
         console.print(f"SR training already finished for these params ({checkpoint_path})")
-        return state["result"] | {"checkpoint": checkpoint_path}
+        return with_choice(state["result"], params.generator) | {"checkpoint": checkpoint_path}
     seed_everything(seed, deterministic=device.type == "cpu")
     if params.batch_size % context.world_size:
         raise PipelineError(f"sr.batch_size {params.batch_size} does not divide over "
@@ -444,13 +452,12 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     generators = {"psnr": run.phase1["state"]}
     if params.iters_gan > 0:
         generators["gan"] = _cpu_state(run.ema.model)
-    metrics = summarise(run, params, context, digests)
-    result = {"generators": generators, "ema_state": generators[metrics["generator"]],
-              "metrics": metrics, "log": run.log, "iteration": run.iteration}
+    result = {"generators": generators, "metrics": summarise(run, params, context, digests),
+              "log": run.log, "iteration": run.iteration}
     # The finished record replaces the training checkpoint: weights of the exported
     # generators only (no optimiser or discriminator state), enough to re-export.
     save_torch_atomic(checkpoint_path, {"config": config, "finished": True, "result": result})
-    return result | {"checkpoint": checkpoint_path}
+    return with_choice(result, params.generator) | {"checkpoint": checkpoint_path}
 
 
 def export_generators(result: dict, params: SRParams, model_dir: Path) -> None:

@@ -105,6 +105,10 @@ def test_both_generators_exported_and_the_choice_recorded(params, tmp_path, caps
                      torch.device("cpu"), 0, tmp_path / "ckpt")
     assert "already finished" in capsys.readouterr().err
     assert again["log"] == result["log"]
+    assert again["metrics"]["generator"] == "gan"
+    assert again["metrics"]["psnr"] == metrics["psnr_gan"]
+    for key, value in saved["gan"]["model"].items():
+        torch.testing.assert_close(again["ema_state"][key], value)
 
 
 def test_choose_generator_rules():
