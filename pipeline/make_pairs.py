@@ -50,7 +50,8 @@ def extract_patches(crops: np.ndarray, patch: int, per_crop: int,
     _, _, height, width = crops.shape
     if height < patch or width < patch:
         raise PipelineError(f"crops are {height}x{width}, smaller than sr.hr_patch={patch}; "
-                            "use larger crops (data.crop_size) or sr.hr_patch: 128")
+                            "use larger crops (data.crop_size) or a smaller sr.hr_patch "
+                            "(sr.discriminator: unet below 128 px)")
     out = np.empty((len(crops) * per_crop, 1, patch, patch), crops.dtype)
     for index in range(len(out)):
         y = grid * rng.integers(0, (height - patch) // grid + 1)
