@@ -45,6 +45,12 @@ def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
         metrics = json.loads(path.read_text())
         row = {"backbone": backbone, "input": metrics["input"]}
         row |= {f"{level}_{key}": metrics[level][key] for level, key in COLUMNS}
+        # the cut each level was decided at (chosen on validation), and what 0.5 would give
+        row |= {"threshold_rule": metrics["threshold"]["rule"]}
+        for level in ("crop", "sample"):
+            row[f"{level}_threshold"] = metrics["threshold"][level]
+            row[f"{level}_balanced_accuracy_at_0_5"] = \
+                metrics["at_0_5"][level]["balanced_accuracy"]
         row |= {key: metrics[key] for key in COSTS}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -136,18 +142,22 @@ def main() -> None:
     plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
 
     table = Table(title="Backbones on the held-out test split (samples never seen in training)")
-    for column in ("backbone", "crop AUC [95% CI]", "crop acc", "bal. acc", "sens", "spec",
-                   "sample AUC", "sample acc", "train s", "peak MB", "ms/img"):
+    for column in ("backbone", "crop AUC [95% CI]", "cut", "crop acc", "bal. acc", "sens",
+                   "spec", "sample AUC", "cut", "sample acc", "train s", "peak MB", "ms/img"):
         table.add_column(column)
     for row in frame.itertuples(index=False):
         table.add_row(row.backbone,
                       f"{row.crop_auc:.3f} [{row.crop_auc_ci_low:.2f}, {row.crop_auc_ci_high:.2f}]",
+                      f"{row.crop_threshold:.3g}",
                       f"{row.crop_accuracy:.3f}", f"{row.crop_balanced_accuracy:.3f}",
                       f"{row.crop_sensitivity:.3f}", f"{row.crop_specificity:.3f}",
-                      f"{row.sample_auc:.3f}", f"{row.sample_accuracy:.3f}",
+                      f"{row.sample_auc:.3f}", f"{row.sample_threshold:.3g}",
+                      f"{row.sample_accuracy:.3f}",
                       f"{row.train_seconds:.0f}", f"{row.peak_memory_mb:.0f}",
                       f"{row.infer_ms_per_image:.1f}")
     console.print(table)
+    console.print(f"cut: the threshold each level is decided at, chosen on the validation "
+                  f"split ({params.classifier.threshold}); *_at_0_5 in table.csv: at 0.5")
     for row in paired.itertuples(index=False):
         console.print(f"{row.backbone_a} vs {row.backbone_b} (sample level, {row.samples} "
                       f"samples): AUC difference {row.auc_difference:+.3f} "

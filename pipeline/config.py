@@ -177,9 +177,16 @@ class ClassifierParams:
     num_workers: int
     eval_batch_size: int
     bootstrap: int
+    # youden (on the validation split, at crop and at sample level) or a fixed probability
+    threshold: float | str
 
     def validate(self) -> None:
         from models.backbones import BACKBONE_NAMES
+
+        _check(self.threshold == "youden"
+               or (type(self.threshold) is float and 0 < self.threshold < 1),
+               "classifier.threshold", f"youden or a probability in (0, 1), got "
+               f"{self.threshold!r}")
 
         for name in self.backbones:
             _check(name in BACKBONE_NAMES, "classifier.backbones",
@@ -214,6 +221,21 @@ INPUTS = ("sr", "bicubic", "raw", "hr")
 
 
 @dataclass(frozen=True)
+class PredictParams:
+    # Folders of new patients' sample folders; each adds a `predict@<folder>` stage (DVC's
+    # foreach over an empty list adds none, so the default DAG has no predict stage).
+    input_dir: list[str]
+    on_bad_file: str  # error | skip
+
+    def validate(self) -> None:
+        _check(len(self.input_dir) <= 1, "predict.input_dir",
+               "one folder at a time (its results go to reports/predict)")
+        _check(all(d.strip() for d in self.input_dir), "predict.input_dir",
+               "an empty folder name")
+        _check(self.on_bad_file in ("error", "skip"), "predict.on_bad_file", "error | skip")
+
+
+@dataclass(frozen=True)
 class DistributedParams:
     nproc: int  # processes per node for train_sr and train_classifier (torchrun when > 1)
 
@@ -235,6 +257,7 @@ class Params:
     augment: AugmentParams
     preprocess: PreprocessParams
     classifier: ClassifierParams
+    predict: PredictParams
     distributed: DistributedParams
 
     def validate(self) -> None:

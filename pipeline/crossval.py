@@ -31,7 +31,7 @@ from pipeline.common import (
 from pipeline.config import Params, load_params
 from pipeline.datasets import image_folder, load_classifier_images
 from pipeline.device import resolve_device
-from pipeline.inference import score_split
+from pipeline.inference import score_split, validation_thresholds
 from pipeline.split import fold_assignment
 from pipeline.train_classifier import train_classifier
 
@@ -59,12 +59,17 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, 
                               checkpoint_dir / f"{backbone}-fold{fold}")
     model = result["model"]
     model.load_state_dict(result["best_state"])
-    predictions, report = score_split(model.to(device), images["test"], parts["test"], device,
-                                      params.classifier, params.seed)
+    model = model.to(device)
+    # the fold's own validation groups choose its thresholds, as evaluate does
+    thresholds = validation_thresholds(model, images["val"], parts["val"], device,
+                                       params.classifier)
+    predictions, report = score_split(model, images["test"], parts["test"], device,
+                                      params.classifier, params.seed, thresholds)
     result["checkpoint"].unlink(missing_ok=True)
     row = {"backbone": backbone, "fold": fold, "input": crossval_input(params.classifier.input),
            "test_samples": predictions["group"].nunique(),
-           "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"]}
+           "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"],
+           "threshold_crop": thresholds["crop"], "threshold_sample": thresholds["sample"]}
     for level in ("crop", "sample"):
         row |= {f"{level}_{key}": report[level][key] for key in SUMMARY_METRICS}
     return row

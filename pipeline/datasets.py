@@ -41,6 +41,15 @@ def classifier_image_size(params: Params) -> int:
     return arrival_size(params) if size == "auto" else int(size)
 
 
+def to_classifier_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 1, h, w) -> (N, 1, size, size) in [0, 1], bilinear with antialiasing when it
+    shrinks; unchanged where it already has the size. evaluate and predict share it."""
+    if image.shape[-1] != size or image.shape[-2] != size:
+        image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+    return image.clamp(0, 1)
+
+
 def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:
     """(N, 1, size, size) float32 in [0, 1]; SR images are downsized with antialiasing."""
     if not crop_ids:
@@ -51,11 +60,8 @@ def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:
         if not path.is_file():
             raise PipelineError(f"{path}: missing image for crop {crop_id}; rerun the stage "
                                 "that writes it")
-        image = torch.from_numpy(from_uint16(load_array(path)))[None]
-        if image.shape[-1] != size or image.shape[-2] != size:
-            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True,
-                                  align_corners=False)
-        out[index] = image[0].clamp(0, 1)
+        out[index] = to_classifier_size(torch.from_numpy(from_uint16(load_array(path)))[None],
+                                        size)[0]
     return out
 
 
@@ -67,12 +73,13 @@ def load_classifier_images(params: Params, folder: Path, crop_ids: list[str]) ->
                              params.preprocess)
 
 
-def split_subset(split_frame: pd.DataFrame, split: str) -> pd.DataFrame:
+def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.DataFrame:
     subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
+    hint = f" ({hint})" if hint else ""
     if subset.empty:
-        raise PipelineError(f"the {split} split is empty")
+        raise PipelineError(f"the {split} split is empty{hint}")
     if subset["label"].nunique() < 2:
-        raise PipelineError(f"the {split} split holds one class only; AUC is undefined")
+        raise PipelineError(f"the {split} split holds one class only; AUC is undefined{hint}")
     return subset
 
 

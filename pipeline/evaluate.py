@@ -1,4 +1,5 @@
-"""Evaluate one trained backbone on the test split only: crop- and sample-level metrics."""
+"""Evaluate one trained backbone on the test split: crop- and sample-level metrics at the
+thresholds chosen on the validation split (classifier.threshold), and at 0.5."""
 
 from __future__ import annotations
 
@@ -22,19 +23,24 @@ from pipeline.config import load_params
 from pipeline.datasets import image_folder, load_classifier_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
-from pipeline.inference import decide, load_trained, predict_proba, score_split
+from pipeline.inference import (
+    load_trained,
+    predict_proba,
+    sample_predictions,
+    score_split,
+    validation_thresholds,
+)
 from pipeline.metrics import roc_points, sample_level
 from pipeline.preprocess import describe
 
 
-def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str],
+def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str], threshold: float,
                  backbone: str) -> pd.DataFrame:
-    """One row per sample: its crops' mean probability and the class decided from it."""
-    samples = sample_level(predictions)
-    n_crops = predictions.groupby("group").size().reindex(samples["group"]).to_numpy()
-    return pd.DataFrame({"sample": samples["group"], "n_crops": n_crops, "prob": samples["prob"],
-                         "prediction": np.asarray(class_names)[decide(samples["prob"])],
-                         "label": samples["label"], "backbone": backbone})
+    """predict's samples.csv columns for the test samples, plus their true `label` (the class
+    name), so a reader sees which patients were called wrong."""
+    table = sample_predictions(predictions, class_names, threshold, backbone)
+    labels = sample_level(predictions).set_index("group")["label"]
+    return table.assign(label=np.asarray(class_names)[labels.loc[table["sample"]].to_numpy()])
 
 
 @torch.no_grad()
@@ -75,15 +81,21 @@ def main() -> None:
     params = load_params(args.params)
     cp = params.classifier
     device = resolve_device(params.device)
-    test = split_subset(pd.read_csv(args.split), "test")
-    images = load_classifier_images(params, image_folder(cp.input, args.crops, args.sr),
-                                    test["crop_id"].tolist())
+    split_frame = pd.read_csv(args.split)
+    test = split_subset(split_frame, "test")
+    folder = image_folder(cp.input, args.crops, args.sr)
+    images = load_classifier_images(params, folder, test["crop_id"].tolist())
     model = load_trained(args.model, args.backbone).to(device)
     if cp.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    predictions, report = score_split(model, images, test, device, cp, params.seed)
+    val = val_images = None
+    if cp.threshold == "youden":
+        val = split_subset(split_frame, "val", hint="or set classifier.threshold to a number")
+        val_images = load_classifier_images(params, folder, val["crop_id"].tolist())
+    thresholds = validation_thresholds(model, val_images, val, device, cp)
+    predictions, report = score_split(model, images, test, device, cp, params.seed, thresholds)
     trained = json.loads(args.train_metrics.read_text())
-    metrics = {"backbone": args.backbone, "input": cp.input,
+    metrics = {"backbone": args.backbone, "input": cp.input, "threshold": thresholds,
                "preprocess": describe(params.preprocess),
                "generator": params.sr.generator if cp.input == "sr" else None, **report,
                "train_seconds": trained["train_seconds"],
@@ -96,18 +108,20 @@ def main() -> None:
 }
     class_names = class_names_from(test)
     write_csv_atomic(args.out / "predictions.csv", predictions)
-    write_csv_atomic(args.out / "samples.csv", sample_table(predictions, class_names,
-                                                            args.backbone))
+    write_csv_atomic(args.out / "samples.csv", sample_table(
+        predictions, class_names, thresholds["sample"], args.backbone))
     save_gradcam_grid(model, args.backbone, images, predictions, class_names,
-                      args.out / "gradcam.png", device)
+                      args.out / "gradcam.png", device, thresholds["crop"])
     write_json_atomic(args.out / "roc.json", {"roc": roc_points(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy())})
     write_json_atomic(args.out / "metrics.json", metrics)
     write_environment(args.out / "metrics.json", device)
     c, s = report["crop"], report["sample"]
     console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "
-                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] acc {c['accuracy']:.3f}; "
-                  f"sample AUC {s['auc']:.3f} acc {s['accuracy']:.3f}")
+                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] balanced acc "
+                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; sample AUC "
+                  f"{s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
+                  f"{thresholds['sample']:.3g} ({thresholds['rule']} on validation)")
 
 
 if __name__ == "__main__":

@@ -80,14 +80,16 @@ def _most_confident(part: pd.DataFrame, count: int) -> pd.DataFrame:
     return pd.concat([by_class[lbl].head(take[lbl]) for lbl in sorted(by_class, reverse=True)])
 
 
-def pick_examples(predictions: pd.DataFrame, per_kind: int = 4) -> pd.DataFrame:
+def pick_examples(predictions: pd.DataFrame, per_kind: int = 4,
+                  threshold: float = 0.5) -> pd.DataFrame:
     """Most confident correct and wrong crops, half of each from either class where there
-    are enough (the most confident overall are often all one class). `position` is the row
-    of `predictions`, which is the row of the images it describes."""
+    are enough (the most confident overall are often all one class). Confidence is the
+    distance from the threshold the `predicted` column was decided at. `position` is the
+    row of `predictions`, which is the row of the images it describes."""
     predictions = predictions.assign(
         position=np.arange(len(predictions)),
         correct=predictions["predicted"] == predictions["label"],
-        confidence=(predictions["prob"] - 0.5).abs())
+        confidence=(predictions["prob"] - threshold).abs())
     chosen = [_most_confident(predictions[predictions["correct"] == correct], per_kind)
               for correct in (True, False)]
     return pd.concat(chosen)
@@ -95,7 +97,7 @@ def pick_examples(predictions: pd.DataFrame, per_kind: int = 4) -> pd.DataFrame:
 
 def gradcam_figure(model: nn.Module, backbone: str, images: torch.Tensor,
                    predictions: pd.DataFrame, class_names: tuple[str, str],
-                   device: torch.device) -> Figure | None:
+                   device: torch.device, threshold: float = 0.5) -> Figure | None:
     """Crops above, Grad-CAM of the predicted class below; None when there is nothing to show."""
     import matplotlib
 
@@ -103,7 +105,7 @@ def gradcam_figure(model: nn.Module, backbone: str, images: torch.Tensor,
     import matplotlib.pyplot as plt
     import torch
 
-    examples = pick_examples(predictions)
+    examples = pick_examples(predictions, threshold=threshold)
     if examples.empty:
         return None
     model = model.float()
@@ -134,11 +136,11 @@ def gradcam_figure(model: nn.Module, backbone: str, images: torch.Tensor,
 
 def save_gradcam_grid(model: nn.Module, backbone: str, images: torch.Tensor,
                       predictions: pd.DataFrame, class_names: tuple[str, str],
-                      path: Path, device: torch.device) -> None:
+                      path: Path, device: torch.device, threshold: float = 0.5) -> None:
     """Write gradcam_figure as a PNG; nothing when there are no predictions."""
     from pipeline.common import atomic_path
 
-    fig = gradcam_figure(model, backbone, images, predictions, class_names, device)
+    fig = gradcam_figure(model, backbone, images, predictions, class_names, device, threshold)
     if fig is None:
         return
     import matplotlib.pyplot as plt  # after gradcam_figure chose the Agg backend

@@ -1,7 +1,8 @@
-"""Inference shared by evaluate, crossval and predict: load a trained classifier, score crops.
+"""Inference shared by evaluate, crossval and predict: load a trained classifier, score crops,
+choose the operating thresholds on the validation split.
 
-A crop's decision is taken from its probability in one place (`decide`), so that a chosen
-threshold, when there is one, changes every caller at once.
+A crop's decision is taken from its probability in one place (`metrics.decide`), so that
+a chosen threshold changes every caller at once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,30 @@ from models.classifier import build_classifier
 from pipeline.common import PipelineError
 from pipeline.config import ClassifierParams
 from pipeline.device import autocast_for
-from pipeline.metrics import evaluation_report
+from pipeline.metrics import (
+    LEVELS,
+    aggregate_samples,
+    choose_threshold,
+    decide,
+    evaluation_report,
+    sample_level,
+)
+
+__all__ = ["decide", "load_trained", "predict_proba", "sample_predictions", "score_split",
+           "validation_thresholds"]
 
 
-def decide(prob: np.ndarray | float, threshold: float = 0.5) -> np.ndarray:
-    """1 (positive class) where P(positive) >= threshold, else 0."""
-    return (np.asarray(prob) >= threshold).astype(int)
+def sample_predictions(crops: pd.DataFrame, class_names: tuple[str, str] | list[str],
+                       threshold: float, backbone: str) -> pd.DataFrame:
+    """One row per sample of `crops` (group, prob): sample, n_crops, prob (the mean of its
+    crops' probabilities), prediction (a class name), threshold, backbone. evaluate and
+    predict both write this table."""
+    samples = aggregate_samples(crops)
+    return pd.DataFrame({"sample": samples["group"], "n_crops": samples["n_crops"],
+                         "prob": samples["prob"],
+                         "prediction": np.asarray(class_names)[decide(samples["prob"],
+                                                                      threshold)],
+                         "threshold": float(threshold), "backbone": backbone})
 
 
 @torch.no_grad()
@@ -52,16 +71,37 @@ def load_trained(path: Path, backbone: str) -> nn.Module:
     return model.eval()
 
 
+def validation_thresholds(model: nn.Module, images: torch.Tensor | None,
+                          rows: pd.DataFrame | None, device: torch.device,
+                          classifier: ClassifierParams) -> dict:
+    """{rule, crop, sample}: classifier.threshold applied to the validation split's crop
+    probabilities and to its samples' mean probabilities. A fixed number needs no scores
+    (`images` may then be None). The test split is never looked at here."""
+    rule = classifier.threshold
+    if rule != "youden":
+        return {"rule": str(rule), "crop": float(rule), "sample": float(rule)}
+    prob = predict_proba(model, images, device, classifier.eval_batch_size,
+                         classifier.precision, classifier.channels_last)
+    crops = rows[["group", "label"]].reset_index(drop=True).assign(prob=prob)
+    samples = sample_level(crops)
+    return {"rule": rule,
+            "crop": choose_threshold(rule, crops["label"].to_numpy(), prob),
+            "sample": choose_threshold(rule, samples["label"].to_numpy(),
+                                       samples["prob"].to_numpy())}
+
+
 def score_split(model: nn.Module, images: torch.Tensor, rows: pd.DataFrame,
-                device: torch.device, classifier: ClassifierParams,
-                seed: int) -> tuple[pd.DataFrame, dict]:
-    """Predictions (crop_id, group, label, prob, predicted) and evaluation_report of one split.
+                device: torch.device, classifier: ClassifierParams, seed: int,
+                thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Predictions (crop_id, group, label, prob, predicted) and evaluation_report of one split,
+    decided at `thresholds` ({crop, sample}; 0.5 where absent).
 
     `images[i]` is the crop of `rows.iloc[i]`; the predictions keep that order with a fresh
     0..n-1 index, so that a prediction's index is its image's index.
     """
+    thresholds = {level: float((thresholds or {}).get(level, 0.5)) for level in LEVELS}
     prob = predict_proba(model, images, device, classifier.eval_batch_size,
                          classifier.precision, classifier.channels_last)
     predictions = rows[["crop_id", "group", "label"]].reset_index(drop=True).assign(
-        prob=prob, predicted=decide(prob))
-    return predictions, evaluation_report(predictions, classifier.bootstrap, seed)
+        prob=prob, predicted=decide(prob, thresholds["crop"]))
+    return predictions, evaluation_report(predictions, classifier.bootstrap, seed, thresholds)

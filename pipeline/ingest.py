@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.common import (
@@ -29,6 +30,7 @@ from pipeline.images import (
     BadImageError,
     acquire_low_resolution,
     fit_to_size,
+    from_uint16,
     read_crop,
     to_uint16,
 )
@@ -103,34 +105,70 @@ class BadFiles:
         self.problems.append({"path": str(path), "problem": why})
 
 
+def collect_sample_crops(sample_dirs: list[Path], params: DataParams,
+                         bad: BadFiles) -> tuple[list[tuple[str, str, Path]], dict[str, int]]:
+    """Every crop file of the sample folders as (sample folder, group, path), and the files
+    left out for their extension, counted per extension. Ingest and predict share it."""
+    group_pattern = re.compile(params.group_regex)
+    extensions = {e.lower() for e in params.extensions}
+    crops_found, ignored = [], {}
+    for sample_dir in sample_dirs:
+        if sample_dir.name.startswith("."):
+            continue
+        if not sample_dir.is_dir():
+            bad(sample_dir, "a file where sample folders belong; crops belong in "
+                            "<sample>_crops_r/")
+            continue
+        match = group_pattern.match(sample_dir.name)
+        if not match:
+            raise PipelineError(f"{sample_dir}: folder name does not match data.group_regex "
+                                f"{params.group_regex!r}")
+        files = [p for p in sorted(sample_dir.iterdir())
+                 if not p.name.startswith(".") and not p.is_dir()]
+        crops = [p for p in files if p.suffix.lower() in extensions]
+        for other in files:
+            if other.suffix.lower() not in extensions:
+                suffix = other.suffix.lower() or "(none)"
+                ignored[suffix] = ignored.get(suffix, 0) + 1
+        if not crops:
+            bad(sample_dir, f"sample folder holds no crops ({', '.join(sorted(extensions))})")
+            continue
+        crops_found += [(sample_dir.name, match.group("group"), p) for p in crops]
+    return crops_found, ignored
+
+
 def collect_candidates(raw_dir: Path, classes: list[str], params: DataParams,
                        bad: BadFiles) -> tuple[list[tuple[str, str, str, Path]], int]:
     """Every crop file as (class, sample folder, group, path), and the count of files with
     other extensions; collected first so the progress bar knows its total."""
-    group_pattern = re.compile(params.group_regex)
-    extensions = {e.lower() for e in params.extensions}
     candidates, ignored = [], 0
     for class_name in classes:
-        for sample_dir in sorted((raw_dir / class_name).iterdir()):
-            if sample_dir.name.startswith("."):
-                continue
-            if not sample_dir.is_dir():
-                bad(sample_dir, "a file directly in a class folder; crops belong in "
-                                "<class>/<sample>_crops_r/")
-                continue
-            match = group_pattern.match(sample_dir.name)
-            if not match:
-                raise PipelineError(f"{sample_dir}: folder name does not match data.group_regex "
-                                    f"{params.group_regex!r}")
-            files = [p for p in sorted(sample_dir.iterdir())
-                     if not p.name.startswith(".") and not p.is_dir()]
-            crops = [p for p in files if p.suffix.lower() in extensions]
-            ignored += len(files) - len(crops)
-            if not crops:
-                bad(sample_dir, f"sample folder holds no crops ({', '.join(sorted(extensions))})")
-                continue
-            candidates += [(class_name, sample_dir.name, match.group("group"), p) for p in crops]
+        found, left_out = collect_sample_crops(sorted((raw_dir / class_name).iterdir()),
+                                               params, bad)
+        candidates += [(class_name, sample, group, path) for sample, group, path in found]
+        ignored += sum(left_out.values())
     return candidates, ignored
+
+
+def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
+        np.ndarray, np.ndarray | None, dict, str]:
+    """One crop as the classifier's side of the pipeline stores it: (acquired, original or
+    None, what was on disk, how it was fitted), both quantised to the uint16 cache's grid.
+
+    Raises BadImageError with a one-line reason. Ingest and predict both call this, so a new
+    patient's crop is checked and normalised exactly as the training crops were.
+    """
+    if path.is_symlink() and not _inside(path, root):
+        raise BadImageError(f"symlink pointing outside the data folder ({os.readlink(path)}); "
+                            "refused")
+    image, info = read_crop(path)
+    image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
+    original = None
+    if params.acquire_downsample:
+        original = from_uint16(to_uint16(image))
+        image = acquire_low_resolution(image, params.acquire_downsample,
+                                       LEVELS.get(info["dtype"]))
+    return from_uint16(to_uint16(image)), original, info, fit
 
 
 def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataParams,
@@ -150,19 +188,14 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
         task = bar.add_task("ingest", total=len(candidates), status="")
         for class_name, sample, group, path in candidates:
             bar.advance(task)
-            if path.is_symlink() and not _inside(path, raw_dir):
-                bad(path, f"symlink pointing outside data.raw_dir ({os.readlink(path)}); refused")
-                continue
             try:
-                image, info = read_crop(path)
-                image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
+                image, original, info, fit = prepare_crop(path, raw_dir, params)
             except BadImageError as exc:
                 bad(path, str(exc))
                 continue
             crop_id = f"c{len(rows):06d}"
-            if factor:
-                save_array_atomic(hr_dir / f"{crop_id}.npy", to_uint16(image)[None])
-                image = acquire_low_resolution(image, factor, LEVELS.get(info["dtype"]))
+            if original is not None:
+                save_array_atomic(hr_dir / f"{crop_id}.npy", to_uint16(original)[None])
             save_array_atomic(cache_dir / f"{crop_id}.npy", to_uint16(image)[None])
             rows.append({"crop_id": crop_id, "path": path.relative_to(raw_dir).as_posix(),
                          "class_name": class_name, "label": int(class_name == params.positive),

@@ -1,8 +1,9 @@
 """Binary classification metrics at crop and sample level, with bootstrap intervals over samples.
 
 AUC is the area under the ROC curve of the scores; accuracy is the share of correct
-decisions at threshold 0.5. The study used the two words interchangeably; here they
-are separate keys, always computed on the held-out test split.
+decisions at a threshold (chosen on the validation split by `choose_threshold`, or 0.5).
+The study used the two words interchangeably; here they are separate keys, always
+computed on the held-out test split. Every decision goes through `decide`.
 
 Every interval resamples samples (patients), never crops: crops of one sample are
 correlated, and resampling them as if independent gives intervals that are too narrow.
@@ -32,11 +33,51 @@ class SampleMismatchError(ValueError):
     """Two prediction sets that should be paired cover different test samples."""
 
 
+def decide(prob: np.ndarray | float, threshold: float = 0.5) -> np.ndarray:
+    """1 (positive class) where P(positive) >= threshold, else 0: the one place a
+    probability becomes a label, so that a chosen threshold changes every caller at once."""
+    return (np.asarray(prob) >= threshold).astype(int)
+
+
+def youden_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> float:
+    """The threshold that maximises Youden's J = sensitivity + specificity - 1.
+
+    The candidates are the cuts between consecutive distinct scores; each is placed
+    halfway between the lowest score called positive and the next lower score, so a new
+    case scoring between the two classes' validation scores is not decided by which side
+    happened to be the boundary. Among equal J the cut nearest 0.5 wins (no evidence to
+    move away from the default); with one class only, 0.5 is returned.
+    """
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(prob_positive, float)
+    positives, negatives = int(labels.sum()), int((1 - labels).sum())
+    if positives == 0 or negatives == 0:
+        return 0.5
+    distinct = np.unique(scores)[::-1]  # descending
+    best_j, best_cut = -np.inf, 0.5
+    for index, score in enumerate(distinct):
+        lower = distinct[index + 1] if index + 1 < len(distinct) else None
+        cut = float(score if lower is None else (score + lower) / 2)
+        called = scores >= cut
+        j = called[labels == 1].mean() + (~called)[labels == 0].mean() - 1
+        if j > best_j + 1e-12 or (abs(j - best_j) <= 1e-12
+                                  and abs(cut - 0.5) < abs(best_cut - 0.5)):
+            best_j, best_cut = j, cut
+    return best_cut
+
+
+def choose_threshold(rule: str | float, labels: np.ndarray, prob_positive: np.ndarray) -> float:
+    """classifier.threshold applied to validation scores: `youden`, or a fixed number."""
+    if rule == "youden":
+        return youden_threshold(labels, prob_positive)
+    return float(rule)
+
+
 def expected_calibration_error(labels: np.ndarray, prob_positive: np.ndarray,
                                bins: int = 10) -> float:
     """ECE over `bins` equal-width bins of the confidence max(p, 1 - p)."""
     confidence = np.maximum(prob_positive, 1 - prob_positive)
-    correct = (prob_positive >= 0.5).astype(int) == labels
+    correct = decide(prob_positive, 0.5) == labels  # calibration of the 0.5 decision
     edges = np.linspace(0.5, 1.0, bins + 1)
     ece = 0.0
     for low, high in zip(edges[:-1], edges[1:]):
@@ -51,7 +92,7 @@ def binary_metrics(labels: np.ndarray, prob_positive: np.ndarray,
                    threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, balanced accuracy, sensitivity, specificity, precision, F1, AUC, ECE."""
     labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(prob_positive) >= threshold).astype(int)
+    predicted = decide(prob_positive, threshold)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     sensitivity = tp / (tp + fn) if tp + fn else float("nan")
     specificity = tn / (tn + fp) if tn + fp else float("nan")
@@ -66,13 +107,22 @@ def binary_metrics(labels: np.ndarray, prob_positive: np.ndarray,
             "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn), "n": int(len(labels))}
 
 
+def aggregate_samples(crops: pd.DataFrame, prob_column: str = "prob") -> pd.DataFrame:
+    """One row per sample (group): its crop count and the mean of its crops' probabilities,
+    the one aggregation evaluate and predict share."""
+    grouped = crops.groupby("group", sort=True)[prob_column]
+    return pd.DataFrame({"group": list(grouped.groups), "n_crops": grouped.size().values,
+                         "prob": grouped.mean().values})
+
+
 def sample_level(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per sample (group): label and the mean of its crops' probabilities."""
     grouped = predictions.groupby("group", sort=True)
     if (grouped["label"].nunique() > 1).any():
         raise ValueError("a sample has crops with different labels")
-    return pd.DataFrame({"group": list(grouped.groups), "label": grouped["label"].first().values,
-                         "prob": grouped["prob"].mean().values})
+    samples = aggregate_samples(predictions)
+    return pd.DataFrame({"group": samples["group"], "label": grouped["label"].first().values,
+                         "prob": samples["prob"]})
 
 
 # ---------------------------------------------------------------- bootstrap over samples
@@ -140,10 +190,10 @@ def bootstrap_metric_interval(predictions: pd.DataFrame, level: str, metric: str
     # Thresholded metrics only need, per sample, how many of its units (its crops, or the
     # sample itself) were decided correctly: sums over the drawn samples give each resample.
     if level == "sample":
-        correct = ((samples["prob"] >= threshold).astype(int) == samples["label"]).to_numpy()
+        correct = (decide(samples["prob"], threshold) == samples["label"]).to_numpy()
         units = np.ones(len(samples))
     else:
-        decided = predictions.assign(correct=(predictions["prob"] >= threshold).astype(int)
+        decided = predictions.assign(correct=decide(predictions["prob"], threshold)
                                      == predictions["label"])
         per_sample = decided.groupby("group", sort=True)["correct"].agg(["sum", "size"])
         per_sample = per_sample.loc[samples["group"]]
@@ -176,19 +226,33 @@ def bootstrap_auc_interval(predictions: pd.DataFrame, level: str, resamples: int
     return bootstrap_metric_interval(predictions, level, "auc", resamples, seed, alpha)
 
 
-def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int) -> dict:
-    """{crop: {...}, sample: {...}}: metrics with AUC and balanced-accuracy 95% intervals
-    from a bootstrap over samples (stratified by class) at both levels."""
-    report = {}
+LEVELS = ("crop", "sample")
+
+
+def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int,
+                      thresholds: dict[str, float] | None = None) -> dict:
+    """{crop: {...}, sample: {...}, at_0_5: {crop: {...}, sample: {...}}}.
+
+    Each level's metrics are taken at its threshold (`thresholds[level]`, default 0.5) with
+    AUC and balanced-accuracy 95% intervals from a bootstrap over samples (stratified by
+    class); `at_0_5` repeats the thresholded figures at 0.5 for comparison.
+    """
+    thresholds = thresholds or {}
+    report, at_half = {}, {}
     samples = sample_level(predictions)
     for level, frame in (("crop", predictions), ("sample", samples)):
-        metrics = binary_metrics(frame["label"].to_numpy(), frame["prob"].to_numpy())
+        labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
+        threshold = float(thresholds.get(level, 0.5))
+        metrics = binary_metrics(labels, probs, threshold)
         for metric in ("auc", "balanced_accuracy"):
             low, high, kept = bootstrap_metric_interval(predictions, level, metric, resamples,
-                                                        seed)
+                                                        seed, threshold=threshold)
             metrics[f"{metric}_ci_low"], metrics[f"{metric}_ci_high"] = low, high
             metrics[f"{metric}_ci_resamples"] = kept
         report[level] = metrics
+        half = binary_metrics(labels, probs, 0.5)
+        at_half[level] = {key: half[key] for key in ("accuracy", *THRESHOLDED[1:])}
+    report["at_0_5"] = at_half
     return report
 
 

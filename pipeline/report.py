@@ -124,7 +124,7 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.metrics import sample_level
+    from pipeline.metrics import decide, sample_level
 
     split = reports.parent / "data" / "split" / "split.csv"
     names = ["negative", "positive"]
@@ -138,9 +138,11 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
         path = reports / "eval" / backbone / "predictions.csv"
         if not path.is_file():
             continue
-        crops = pd.read_csv(path)
+        crops = pd.read_csv(path)  # `predicted` is at the crop threshold
+        thresholds = json.loads((path.parent / "metrics.json").read_text())["threshold"]
         samples = sample_level(crops)
-        samples["predicted"] = (samples["prob"] >= 0.5).astype(int)
+        samples["predicted"] = decide(samples["prob"], thresholds["sample"])
+        cuts = {"crops": thresholds["crop"], "samples": thresholds["sample"]}
         for row, (level, frame) in enumerate((("crops", crops), ("samples", samples))):
             matrix = pd.crosstab(frame["label"], frame["predicted"]).reindex(
                 index=[0, 1], columns=[0, 1], fill_value=0).to_numpy()
@@ -149,10 +151,11 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
             for (i, j), value in pd.DataFrame(matrix).stack().items():
                 ax.text(j, i, str(value), ha="center", va="center")
             ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names,
-                   xlabel="predicted", ylabel="true", title=f"{backbone}\n{level}")
+                   xlabel="predicted", ylabel="true",
+                   title=f"{backbone}\n{level} at {cuts[level]:.3g}")
     fig.tight_layout()
-    return "<h2>Confusion matrices (test, threshold 0.5)</h2>" + \
-        f"<img alt='confusion' src='{_png(fig)}'>"
+    return ("<h2>Confusion matrices (test, at the thresholds chosen on validation)</h2>"
+            f"<img alt='confusion' src='{_png(fig)}'>")
 
 
 def comparison_section(reports: Path) -> str:
@@ -161,9 +164,16 @@ def comparison_section(reports: Path) -> str:
     if table.is_file():
         frame = pd.read_csv(table)
         keep = ["backbone", "input", "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high",
-                "crop_accuracy", "crop_balanced_accuracy", "crop_sensitivity",
-                "crop_specificity", "sample_auc", "sample_accuracy", "train_seconds",
+                "crop_threshold", "crop_accuracy", "crop_balanced_accuracy",
+                "crop_balanced_accuracy_at_0_5", "crop_sensitivity", "crop_specificity",
+                "sample_auc", "sample_threshold", "sample_accuracy",
+                "sample_balanced_accuracy", "sample_balanced_accuracy_at_0_5", "train_seconds",
                 "peak_memory_mb", "params_millions", "infer_ms_per_image"]
+        if "threshold_rule" in frame:
+            rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
+            out += (f"<p class='note'>Thresholds (crop_threshold, sample_threshold) chosen on "
+                    f"the validation split by rule <code>{html.escape(rules)}</code>; the "
+                    "thresholded figures are taken there, *_at_0_5 at 0.5.</p>")
         out += _table(frame[[c for c in keep if c in frame]])
     paired = reports / "compare" / "paired.csv"
     if paired.is_file() and paired.stat().st_size > 1:
@@ -292,7 +302,8 @@ def build_report(reports: Path, backbones: list[str], with_experiments: bool) ->
             f"</title><style>{STYLE}</style></head><body><h1>TDP-43 classification: pipeline "
             f"report</h1><p class='note'>All figures come from held-out test samples unless "
             f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
-            f"correct at threshold 0.5.</p>{body}</body></html>\n")
+            f"correct at the threshold chosen on the validation split (named in the "
+            f"tables).</p>{body}</body></html>\n")
 
 
 @stage_main
