@@ -96,12 +96,12 @@ def _inside(path: Path, root: Path) -> bool:
 class BadFiles:
     """Where a bad file goes: an error (data.on_bad_file: error) or the skipped list."""
 
-    def __init__(self, on_bad_file: str):
-        self.on_bad_file, self.problems = on_bad_file, []
+    def __init__(self, on_bad_file: str, how_to_skip: str = "set data.on_bad_file: skip"):
+        self.on_bad_file, self.how_to_skip, self.problems = on_bad_file, how_to_skip, []
 
     def __call__(self, path: Path, why: str) -> None:
         if self.on_bad_file == "error":
-            raise PipelineError(f"{path}: {why} (set data.on_bad_file: skip to leave it out)")
+            raise PipelineError(f"{path}: {why} ({self.how_to_skip} to leave it out)")
         self.problems.append({"path": str(path), "problem": why})
 
 

@@ -120,7 +120,7 @@ class BundleClassifier:
 def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: str
                     ) -> tuple[pd.DataFrame, list[dict], dict[str, int]]:
     """(crops: path, sample, prob), the skipped files, and files left out by extension."""
-    bad = BadFiles(on_bad_file)
+    bad = BadFiles(on_bad_file, "pass --on-bad-file skip")
     folders = find_sample_folders(input_dir, classifier.data.group_regex)
     found, ignored = collect_sample_crops(folders, classifier.data, bad)
     rows, batch = [], []
