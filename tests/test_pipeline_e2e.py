@@ -66,7 +66,8 @@ def test_repro_experiment_and_metrics(tmp_path):
     # Only the classifier side reruns (crossval is a no-op with split.folds 0; the report
     # is rebuilt from the new figures); nothing upstream of the classifier does.
     assert rerun == {"train_classifier@mobilenet_v3_small", "evaluate@mobilenet_v3_small",
-                     "compare", "crossval", "report"}, experiment.stdout
+                     "export@mobilenet_v3_small", "compare", "crossval", "report"}, \
+        experiment.stdout
     assert (project / "reports" / "report.html").read_text().count("<img") >= 4
 
     shown = json.loads(sh([DVC, "metrics", "show", "--json"], project).stdout)
@@ -86,6 +87,42 @@ def test_repro_experiment_and_metrics(tmp_path):
     changed = diff.get("reports/train/mobilenet_v3_small/metrics.json", {})
     assert changed, f"metrics diff shows no change in training metrics: {diff}"
     assert "reports/sr/metrics.json" not in diff  # SR untouched by a classifier param
+
+    # the thresholds were chosen on validation and are what the bundle carries
+    assert evaluation["threshold"]["rule"] == "youden"
+    assert set(evaluation["at_0_5"]) == {"crop", "sample"}
+    export = workspace["reports/export/mobilenet_v3_small/metrics.json"]["data"]
+    assert export["bundle_mb"] > 0 and export["threshold_sample"] == \
+        evaluation["threshold"]["sample"]
+
+    # new patients: the test split's sample folders, class folders removed, names hidden
+    new, hidden = anonymised_test_samples(project, tmp_path / "new patients")
+    added = sh([DVC, "exp", "run", "-S", f"predict.input_dir=[{new}]"], project)
+    assert stages_run(added.stdout) == {f"predict@{new}"}, added.stdout
+    samples = (project / "reports" / "predict" / "samples.csv").read_text().splitlines()
+    assert samples[0] == "sample,n_crops,prob,prediction,threshold,backbone"
+    called = {line.split(",")[0]: line.split(",")[3] for line in samples[1:]}
+    assert set(called) == set(hidden)  # every new sample is there, under its new name
+    accuracy = sum(called[name] == hidden[name] for name in hidden) / len(hidden)
+    print(f"predict on {len(hidden)} anonymised test samples: sample accuracy {accuracy:.3f}")
+
+
+def anonymised_test_samples(project: Path, folder: Path) -> tuple[Path, dict[str, str]]:
+    """Copy the test split's sample folders to `folder` with no class folders above them,
+    each patient renamed P000, P001, ... (SD003_17_crops2_r -> P000_crops2_r); return the
+    folder and each new name's hidden class."""
+    import pandas as pd
+
+    split = pd.read_csv(project / "data" / "split" / "split.csv")
+    test = split[split["split"] == "test"].drop_duplicates("sample")
+    names = {group: f"P{index:03d}" for index, group in enumerate(sorted(set(test["group"])))}
+    hidden = {}
+    for row in test.itertuples():
+        name = names[row.group]
+        shutil.copytree(project / "data" / "demo_raw" / row.class_name / row.sample,
+                        folder / (name + row.sample[len(row.group):]))
+        hidden[name] = row.class_name
+    return folder, hidden
 
 
 def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):

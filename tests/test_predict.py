@@ -233,7 +233,8 @@ def _bad_bundles(run: TrainedRun, folder: Path) -> dict[str, tuple[Path, str]]:
     wrong_scale = run.bundle()
     wrong_scale["sr"]["config"]["scale"] = 2
     torch.save(wrong_scale, folder / "scale.pt")
-    bad["SR scale"] = (folder / "scale.pt", "SR generator is x2 but its classifier was trained on x4")
+    bad["SR scale"] = (folder / "scale.pt",
+                       "SR generator is x2 but its classifier was trained on x4")
     return bad
 
 
