@@ -8,6 +8,7 @@ message names the key, so a mistyped `-S` never silently falls back to a default
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -316,8 +317,12 @@ def _build(cls: type, raw: dict, prefix: str = ""):
     expected = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - expected)
     if unknown:
-        raise ParamsError(f"params.yaml: unknown key {prefix}{unknown[0]} "
-                          f"(expected one of: {', '.join(sorted(expected))})")
+        close = difflib.get_close_matches(unknown[0], sorted(expected), n=1, cutoff=0.6)
+        guess = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ParamsError(f"params.yaml: unknown key {prefix}{unknown[0]}: {guess}(expected one "
+                          f"of: {', '.join(sorted(expected))}). A `dvc exp run -S +key=...` "
+                          "adds a key no stage reads; fix the name instead, and "
+                          "`git checkout params.yaml` undoes what the failed run wrote")
     missing = sorted(expected - set(raw))
     if missing:
         raise ParamsError(f"params.yaml: missing key {prefix}{missing[0]}")

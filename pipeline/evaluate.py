@@ -43,6 +43,20 @@ def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str], thresh
     return table.assign(label=np.asarray(class_names)[labels.loc[table["sample"]].to_numpy()])
 
 
+# A model whose test probabilities all lie within this of each other has collapsed to one
+# output: the ordering behind its AUC is rounding noise, not a finding.
+COLLAPSE_SPREAD = 1e-3
+
+
+def reliability(predictions: pd.DataFrame) -> dict:
+    """How far the test figures can be trusted: the spread of the probabilities (collapsed
+    below COLLAPSE_SPREAD) and whether each class has the 2 samples a sample AUC needs."""
+    spread = float(predictions["prob"].max() - predictions["prob"].min())
+    per_class = predictions.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
+    return {"prob_spread": spread, "collapsed": spread < COLLAPSE_SPREAD,
+            "sample_level_estimable": bool((per_class >= 2).all())}
+
+
 @torch.no_grad()
 def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
                     batch: int, precision: str, channels_last: bool,
@@ -105,7 +119,7 @@ def main() -> None:
                **inference_speed(model, images, device, cp.eval_batch_size, cp.precision,
                                  cp.channels_last),
                "test_crops": len(test), "test_samples": int(test["group"].nunique()),
-}
+               **reliability(predictions)}
     class_names = class_names_from(test)
     write_csv_atomic(args.out / "predictions.csv", predictions)
     write_csv_atomic(args.out / "samples.csv", sample_table(
@@ -122,6 +136,13 @@ def main() -> None:
                   f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; sample AUC "
                   f"{s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
                   f"{thresholds['sample']:.3g} ({thresholds['rule']} on validation)")
+    if metrics["collapsed"]:
+        console.print(f"[bold yellow]warning:[/] {args.backbone} gives every test crop nearly "
+                      f"the same probability (spread {metrics['prob_spread']:.2g}): a collapsed "
+                      "model; its AUC is not a finding", highlight=False)
+    if not metrics["sample_level_estimable"]:
+        console.print("[bold yellow]warning:[/] the test split has fewer than 2 samples of a "
+                      "class: sample-level figures are not estimable", highlight=False)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,11 @@ def collect_sample_crops(sample_dirs: list[Path], params: DataParams,
             continue
         match = group_pattern.match(sample_dir.name)
         if not match:
-            raise PipelineError(f"{sample_dir}: folder name does not match data.group_regex "
-                                f"{params.group_regex!r}")
+            raise PipelineError(
+                f"{sample_dir}: folder name does not match data.group_regex "
+                f"{params.group_regex} (sample folders are named <sample>_crops_r or "
+                f"<sample>_crops2_r). Rename the folder, or use the whole folder name as the "
+                f"sample: dvc exp run -S \"data.group_regex='^(?P<group>.+)$'\"")
         files = [p for p in sorted(sample_dir.iterdir())
                  if not p.name.startswith(".") and not p.is_dir()]
         crops = [p for p in files if p.suffix.lower() in extensions]

@@ -46,8 +46,13 @@ def run_and_time(command: list[str]) -> tuple[int, list[tuple[str, float]], floa
     return code, timings, end - started
 
 
-def print_timings(timings: list[tuple[str, float]], total: float) -> None:
-    table = Table(title=f"Stage times ({total:.0f} s in all)")
+def print_timings(timings: list[tuple[str, float]], total: float, code: int = 0) -> None:
+    if code != 0 and not timings:
+        console.print(f"[bold red]dvc failed (exit code {code}) before any stage ran[/]")
+        return
+    title = f"Stage times ({total:.0f} s in all)" + ("" if code == 0 else
+                                                       f"; dvc failed (exit code {code})")
+    table = Table(title=title)
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
@@ -63,8 +68,12 @@ def main() -> None:
     parser.add_argument("dvc_args", nargs="*", default=["repro"],
                         help="arguments for dvc (default: repro)")
     args = parser.parse_args()
+    if not (Path("dvc.yaml").is_file() and Path(".dvc").is_dir()):
+        console.print(f"[bold red]error:[/] run this from the project's root folder (the one "
+                      f"with dvc.yaml and .dvc/), not {Path.cwd()}", highlight=False)
+        sys.exit(2)
     code, timings, total = run_and_time(["dvc", *args.dvc_args])
-    print_timings(timings, total)
+    print_timings(timings, total, code)
     sys.exit(code)
 
 

@@ -88,6 +88,20 @@ def fold_assignment(split_frame: pd.DataFrame, fold: int, val_fraction: float,
     return split
 
 
+# Below this many samples (patients) of a class in a split, its figures say little: a
+# sample-level AUC over 2 + 2 samples takes one of five values, and a test split of one
+# sample per class cannot rank anything.
+MIN_SAMPLES_PER_CLASS = 5
+
+
+def small_splits(frame: pd.DataFrame) -> list[str]:
+    """'test/Control: 2' for each split and class with fewer than MIN_SAMPLES_PER_CLASS."""
+    counts = frame.groupby(["split", "class_name"])["group"].nunique()
+    return [f"{split}/{class_name}: {int(counts.get((split, class_name), 0))}"
+            for split in SPLITS for class_name in sorted(frame["class_name"].unique())
+            if counts.get((split, class_name), 0) < MIN_SAMPLES_PER_CLASS]
+
+
 def split_metrics(frame: pd.DataFrame) -> dict:
     metrics: dict = {}
     for split in SPLITS:
@@ -98,6 +112,7 @@ def split_metrics(frame: pd.DataFrame) -> dict:
             metrics[f"{split}_groups_{class_name}"] = int(of_class["group"].nunique())
     metrics["groups_in_two_splits"] = int((frame.groupby("group")["split"].nunique() > 1).sum())
     metrics["test_crop_fraction"] = round(float((frame["split"] == "test").mean()), 4)
+    metrics["splits_below_minimum"] = len(small_splits(frame))
     if "fold" in frame:
         metrics["folds"] = int(frame["fold"].max() + 1)
         metrics["groups_in_two_folds"] = int((frame.groupby("group")["fold"].nunique() > 1).sum())
@@ -127,6 +142,11 @@ def main() -> None:
     write_json_atomic(args.metrics, metrics)
     write_environment(args.metrics)
     console.print(f"split: {metrics}")
+    small = small_splits(frame)
+    if small:
+        console.print(f"[bold yellow]warning:[/] fewer than {MIN_SAMPLES_PER_CLASS} samples per "
+                      f"class in {', '.join(small)}; figures from so few patients are not "
+                      "findings (see the README's minimum)", highlight=False)
 
 
 if __name__ == "__main__":

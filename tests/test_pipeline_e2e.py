@@ -18,14 +18,16 @@ pytestmark = pytest.mark.slow
 DVC = str(Path(sys.executable).with_name("dvc"))
 
 
-def sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = os.environ | {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "Pipeline Test",
                         "GIT_AUTHOR_EMAIL": "test@example.invalid",
                         "GIT_COMMITTER_NAME": "Pipeline Test",
                         "GIT_COMMITTER_EMAIL": "test@example.invalid",
                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    if check:
+        assert result.returncode == 0, \
+            f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -65,9 +67,9 @@ def test_repro_experiment_and_metrics(tmp_path):
     rerun = stages_run(experiment.stdout)
     # Only the classifier side reruns (crossval is a no-op with split.folds 0; the report
     # is rebuilt from the new figures); nothing upstream of the classifier does.
-    assert rerun == {"train_classifier@mobilenet_v3_small", "evaluate@mobilenet_v3_small",
-                     "export@mobilenet_v3_small", "compare", "crossval", "report"}, \
-        experiment.stdout
+    assert rerun == {"check_params", "train_classifier@mobilenet_v3_small",
+                     "evaluate@mobilenet_v3_small", "export@mobilenet_v3_small", "compare",
+                     "crossval", "report"}, experiment.stdout
     assert (project / "reports" / "report.html").read_text().count("<img") >= 4
 
     shown = json.loads(sh([DVC, "metrics", "show", "--json"], project).stdout)
@@ -98,13 +100,20 @@ def test_repro_experiment_and_metrics(tmp_path):
     # new patients: the test split's sample folders, class folders removed, names hidden
     new, hidden = anonymised_test_samples(project, tmp_path / "new patients")
     added = sh([DVC, "exp", "run", "-S", f"predict.input_dir=[{new}]"], project)
-    assert stages_run(added.stdout) == {f"predict@{new}"}, added.stdout
+    assert stages_run(added.stdout) == {"check_params", f"predict@{new}"}, added.stdout
     samples = (project / "reports" / "predict" / "samples.csv").read_text().splitlines()
     assert samples[0] == "sample,n_crops,prob,prediction,threshold,backbone"
     called = {line.split(",")[0]: line.split(",")[3] for line in samples[1:]}
     assert set(called) == set(hidden)  # every new sample is there, under its new name
     accuracy = sum(called[name] == hidden[name] for name in hidden) / len(hidden)
     print(f"predict on {len(hidden)} anonymised test samples: sample accuracy {accuracy:.3f}")
+
+    # DVC refuses `-S sr.iter_psnr=100` (no such key) and suggests `+`; with `+` the key is
+    # added, and check_params, which every stage comes after, fails the run at once
+    typo = sh([DVC, "exp", "run", "-S", "+sr.iter_psnr=100"], project, check=False)
+    said = typo.stdout + typo.stderr
+    assert typo.returncode != 0 and "did you mean sr.iters_psnr?" in said, said
+    assert stages_run(typo.stdout) <= {"check_params"}, typo.stdout
 
 
 def anonymised_test_samples(project: Path, folder: Path) -> tuple[Path, dict[str, str]]:

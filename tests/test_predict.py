@@ -287,3 +287,18 @@ def test_class_folders_are_read_and_their_names_ignored(tmp_path):
     samples = pd.read_csv(tmp_path / "with_classes" / "samples.csv")
     assert set(samples["sample"]) == set(run.manifest["group"])
     assert "label" not in samples
+
+
+def test_a_collapsed_model_and_a_one_sample_class_are_flagged():
+    from pipeline.evaluate import reliability
+
+    # the finding: 3 samples per class, 1/1/1 split, every test crop at p = 0.5419
+    collapsed = pd.DataFrame({"group": ["a", "a", "b"], "label": [1, 1, 0],
+                              "prob": [0.54190, 0.54191, 0.54190]})
+    flags = reliability(collapsed)
+    assert flags["collapsed"] and not flags["sample_level_estimable"]
+    spread = pd.DataFrame({"group": ["a", "b", "c", "d"], "label": [1, 1, 0, 0],
+                           "prob": [0.9, 0.7, 0.2, 0.4]})
+    flags = reliability(spread)
+    assert not flags["collapsed"] and flags["sample_level_estimable"]
+    assert flags["prob_spread"] == pytest.approx(0.7)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from pipeline.common import PipelineError
 from pipeline.config import SplitParams
-from pipeline.split import fold_assignment, split_groups, split_metrics
+from pipeline.split import fold_assignment, small_splits, split_groups, split_metrics
 
 
 def manifest_from(crops_per_group: list[int], labels: list[int]) -> pd.DataFrame:
@@ -75,3 +75,15 @@ def test_split_properties(sizes, positive_share, test_fraction, seed):
         assert (groups == "train").sum() >= 1 and (groups == "val").sum() >= 1
     # deterministic
     pd.testing.assert_frame_equal(frame, split_groups(manifest, params, seed))
+
+
+def test_a_six_sample_folder_is_flagged_below_the_minimum():
+    # 3 samples per class, as a first try with one's own data: every split is 1/1/1
+    frame = split_groups(manifest_from([4] * 6, [1, 1, 1, 0, 0, 0]), SPLIT, seed=0)
+    small = small_splits(frame)
+    assert len(small) == 6 and "test/Control: 1" in small
+    assert split_metrics(frame)["splits_below_minimum"] == 6
+    # the demo's 28 / 11 groups: the ALS train and test splits are large enough
+    flagged = " ".join(small_splits(split_groups(
+        manifest_from([5] * 39, [1] * 28 + [0] * 11), SPLIT, seed=0)))
+    assert "train/ALS" not in flagged and "test/ALS" not in flagged
