@@ -237,7 +237,10 @@ def hand_made_reports(root, backbones) -> None:
               "epoch,train_loss,val_loss,val_auc\n1,0.7,0.69,0.6\n2,0.6,0.65,0.7\n")
         write(f"eval/{backbone}/predictions.csv", predictions(0.6, 0).to_csv(index=False))
         write(f"eval/{backbone}/environment.json", json.dumps({"python": "3.11", "torch": "2.x"}))
-    write("compare/table.csv", "backbone,input,crop_auc,sample_auc\nvgg16,sr,0.8,0.9\n")
+        write(f"eval/{backbone}/metrics.json", json.dumps(
+            {"threshold": {"rule": "youden", "crop": 0.55, "sample": 0.6}}))
+    write("compare/table.csv", "backbone,input,crop_auc,crop_threshold,sample_auc,"
+                               "threshold_rule\nvgg16,sr,0.8,0.55,0.9,youden\n")
     write("compare/paired.csv", "backbone_a,backbone_b,samples,auc_difference,delong_p_value\n"
                                 "vgg16,resnet50,12,0.0,\n")
     write("crossval/summary.csv", "backbone,folds,sample_auc_mean\nvgg16,3,0.8\n")
@@ -261,6 +264,8 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
                     "<h2>Does SR help? (ablation)</h2>", "<h2>Environment"):
         assert heading in page, heading
     assert "last convolutional block of each backbone" in page
+    assert "crops at 0.55" in page or "crop_threshold" in page
+    assert "rule <code>youden</code>" in page
     assert "vgg16: <code>features.29" in page and "resnet50: <code>layer4" in page
     assert page.count("<h3>Data: ") == 2  # one ablation table per dataset
     assert "sr (gan) vs hr" in page and "different test splits" in page
