@@ -140,16 +140,17 @@ def collect_sample_crops(sample_dirs: list[Path], params: DataParams,
     return crops_found, ignored
 
 
-def collect_candidates(raw_dir: Path, classes: list[str], params: DataParams,
-                       bad: BadFiles) -> tuple[list[tuple[str, str, str, Path]], int]:
-    """Every crop file as (class, sample folder, group, path), and the count of files with
-    other extensions; collected first so the progress bar knows its total."""
-    candidates, ignored = [], 0
+def collect_candidates(raw_dir: Path, classes: list[str], params: DataParams, bad: BadFiles
+                       ) -> tuple[list[tuple[str, str, str, Path]], dict[str, int]]:
+    """Every crop file as (class, sample folder, group, path), and the files with other
+    extensions counted per extension; collected first so the progress bar knows its total."""
+    candidates, ignored = [], {}
     for class_name in classes:
         found, left_out = collect_sample_crops(sorted((raw_dir / class_name).iterdir()),
                                                params, bad)
         candidates += [(class_name, sample, group, path) for sample, group, path in found]
-        ignored += sum(left_out.values())
+        for suffix, count in left_out.items():
+            ignored[suffix] = ignored.get(suffix, 0) + count
     return candidates, ignored
 
 
@@ -239,7 +240,9 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     fits = manifest["fit"].value_counts()
     metrics = {"crops": len(manifest), "groups": int(manifest["group"].nunique()),
                "sample_folders": int(manifest["sample"].nunique()),
-               "skipped_files": len(bad.problems), "ignored_files": ignored,
+               "skipped_files": len(bad.problems), "ignored_files": sum(ignored.values()),
+               "ignored_extensions": ", ".join(f"{n} {ext}"
+                                               for ext, n in sorted(ignored.items())),
                "resized": int(fits.get("resized", 0)), "padded": int(fits.get("padded", 0)),
                "positive_class": params.positive, "acquire_downsample": params.acquire_downsample,
                "acquired_size": params.crop_size // max(params.acquire_downsample, 1),
@@ -273,8 +276,10 @@ def main() -> None:
     write_csv_atomic(args.report, pd.DataFrame(result.problems, columns=["path", "problem"]))
     write_json_atomic(args.metrics, result.metrics)
     write_environment(args.metrics)
-    console.print(f"ingest: {result.metrics['crops']} crops in {result.metrics['groups']} groups, "
-                  f"{result.metrics['skipped_files']} skipped")
+    m = result.metrics
+    console.print(f"ingest: {m['crops']} crops in {m['groups']} groups, {m['skipped_files']} "
+                  "skipped" + (f"; left out by extension (not in data.extensions): "
+                               f"{m['ignored_extensions']}" if m["ignored_files"] else ""))
 
 
 if __name__ == "__main__":

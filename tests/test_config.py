@@ -41,3 +41,22 @@ def test_bad_params_fail_naming_the_key(tmp_path, mutate, key):
 def test_int_accepted_where_float_expected(tmp_path):
     path = _edit(write_params(tmp_path / "params.yaml"), lambda r: r.__setitem__("lr", 1))
     assert load_params(path).lr == 1.0
+
+
+def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
+    """params.yaml is laid out as DVC writes it back (block lists, comments that stay with
+    their key), so `dvc exp run -S` leaves a one-line diff per key."""
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from tests.conftest import REPO
+
+    copy = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", copy)
+    before = copy.read_text().splitlines()
+    apply_overrides(str(copy), ["lr=0.0005", "sr.iters_psnr=100"])
+    after = copy.read_text().splitlines()
+    assert len(before) == len(after)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["lr: 0.0005", "iters_psnr: 100"]

@@ -177,3 +177,26 @@ def test_cli_bad_input_is_one_line_and_keeps_earlier_output(raw_dir, tmp_path):
     assert (out / "manifest.csv").read_bytes() == manifest_before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     assert len(pd.read_csv(out / "manifest.csv")) == 14
+
+
+def test_files_of_other_extensions_are_counted_by_extension_on_the_console(raw_dir, tmp_path,
+                                                                          params_file):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for index in range(3):
+        (raw_dir / "ALS" / "SD000_10_crops_r" / f"extra{index}.jpg").write_bytes(b"\xff\xd8")
+    (raw_dir / "Control" / "CT000_10_crops_r" / "notes.txt").write_text("settings")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.ingest", "--raw-dir", raw_dir, "--out",
+         tmp_path / "out", "--metrics", tmp_path / "m.json", "--report", tmp_path / "bad.csv",
+         "--params", params_file], capture_output=True, text=True, cwd=REPO,
+        env=os.environ | {"COLUMNS": "200"})
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert "left out by extension (not in data.extensions): 3 .jpg, 1 .txt" in said
+    assert json.loads((tmp_path / "m.json").read_text())["ignored_files"] == 4
