@@ -162,6 +162,26 @@ def load_checkpoint(path: Path, config: dict) -> dict | None:
     return state
 
 
+def check_raw_dir(raw_dir: Path) -> None:
+    """Fail with a message that says why a raw folder is not there, DVC queue case included.
+
+    check_params calls this before DVC looks at ingest's deps (DVC's own error for a
+    missing dep, `No such file or directory: .../.dvc/tmp/exps/...`, says nothing of why).
+    """
+    raw_dir = Path(raw_dir)
+    if raw_dir.is_dir():
+        return
+    hint = ""
+    if not raw_dir.is_absolute() and ".dvc/tmp/exps" in Path.cwd().as_posix():
+        hint = (" - this run is in a DVC temporary copy (.dvc/tmp/exps/...), where a relative "
+                "path outside the repository no longer resolves: give data.raw_dir as an "
+                "absolute path, or `dvc add` the data inside the repository")
+    elif not raw_dir.is_absolute() and str(raw_dir).startswith(".."):
+        hint = (" - relative paths outside the repository break under `dvc exp run --queue`; "
+                "prefer an absolute path")
+    raise PipelineError(f"data.raw_dir: folder not found: {raw_dir}{hint}")
+
+
 # ---------------------------------------------------------------- run context
 def write_environment(metrics_path: str | Path, device=None) -> None:
     """Write the environment record to `environment.json` beside a stage's metrics file.

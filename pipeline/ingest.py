@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline.common import (
     PipelineError,
     atomic_path,
+    check_raw_dir,
     console,
     progress,
     save_array_atomic,
@@ -44,21 +45,6 @@ class IngestResult:
     manifest: pd.DataFrame
     metrics: dict
     problems: list[dict] = field(default_factory=list)
-
-
-def check_raw_dir(raw_dir: Path) -> None:
-    """Fail with a message that says why a raw folder is not there, DVC queue case included."""
-    if raw_dir.is_dir():
-        return
-    hint = ""
-    if not raw_dir.is_absolute() and ".dvc/tmp/exps" in Path.cwd().as_posix():
-        hint = (" - this run is in a DVC temporary copy (.dvc/tmp/exps/...), where a relative "
-                "path outside the repository no longer resolves: give data.raw_dir as an "
-                "absolute path, or `dvc add` the data inside the repository")
-    elif not raw_dir.is_absolute() and str(raw_dir).startswith(".."):
-        hint = (" - relative paths outside the repository break under `dvc exp run --queue`; "
-                "prefer an absolute path")
-    raise PipelineError(f"data.raw_dir: folder not found: {raw_dir}{hint}")
 
 
 def find_class_folders(raw_dir: Path, positive: str) -> list[str]:

@@ -135,18 +135,17 @@ def anonymised_test_samples(project: Path, folder: Path) -> tuple[Path, dict[str
 
 
 def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):
-    """The error a `dvc queue` run gives for a relative path outside the repo."""
+    """A relative raw folder outside the repo, run as queued runs are (a temporary copy
+    under .dvc/tmp/exps): check_params names the reason before DVC's own dependency check,
+    which would only say `No such file or directory`."""
     project = make_project(tmp_path)
-    exp_copy = project / ".dvc" / "tmp" / "exps" / "tmpabc"
-    exp_copy.mkdir(parents=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.ingest", "--raw-dir", "../shared/data/nuclei",
-         "--out", "x", "--metrics", "m.json", "--report", "r.csv",
-         "--params", str(project / "params.yaml")],
-        cwd=exp_copy, capture_output=True, text=True,
-        env=os.environ | {"PYTHONPATH": str(project)})
-    assert result.returncode == 1
-    assert "absolute path" in result.stderr and "dvc add" in result.stderr
+    (tmp_path / "crops").mkdir()  # ../crops exists from the project, not from its copy
+    result = sh([DVC, "exp", "run", "--temp", "-S", "data.raw_dir=../crops"], project,
+                check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0, said
+    assert stages_run(result.stdout) == {"check_params"}, said
+    assert "DVC temporary copy" in said and "absolute path" in said and "dvc add" in said
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "nuclei").is_dir(),
