@@ -19,7 +19,13 @@ from pipeline.common import (
     write_text_atomic,
 )
 from pipeline.config import load_params
-from pipeline.metrics import SampleMismatchError, paired_sample_comparison, roc_points, sample_level
+from pipeline.metrics import (
+    SampleMismatchError,
+    caveats,
+    paired_sample_comparison,
+    roc_points,
+    sample_level,
+)
 
 COLUMNS = [
     ("crop", "auc"), ("crop", "auc_ci_low"), ("crop", "auc_ci_high"), ("crop", "accuracy"),
@@ -52,6 +58,7 @@ def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
             row[f"{level}_balanced_accuracy_at_0_5"] = \
                 metrics["at_0_5"][level]["balanced_accuracy"]
         row |= {key: metrics[key] for key in COSTS}
+        row["caveat"] = caveats(metrics)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -143,7 +150,8 @@ def main() -> None:
 
     table = Table(title="Backbones on the held-out test split (samples never seen in training)")
     for column in ("backbone", "crop AUC [95% CI]", "cut", "crop acc", "bal. acc", "sens",
-                   "spec", "sample AUC", "cut", "sample acc", "train s", "peak MB", "ms/img"):
+                   "spec", "sample AUC", "cut", "sample acc", "train s", "peak MB", "ms/img",
+                   "caveat"):
         table.add_column(column)
     for row in frame.itertuples(index=False):
         table.add_row(row.backbone,
@@ -154,7 +162,7 @@ def main() -> None:
                       f"{row.sample_auc:.3f}", f"{row.sample_threshold:.3g}",
                       f"{row.sample_accuracy:.3f}",
                       f"{row.train_seconds:.0f}", f"{row.peak_memory_mb:.0f}",
-                      f"{row.infer_ms_per_image:.1f}")
+                      f"{row.infer_ms_per_image:.1f}", str(row.caveat or ""))
     console.print(table)
     console.print(f"cut: the threshold each level is decided at, chosen on the validation "
                   f"split ({params.classifier.threshold}); *_at_0_5 in table.csv: at 0.5")

@@ -131,11 +131,14 @@ def main() -> None:
     write_json_atomic(args.out / "metrics.json", metrics)
     write_environment(args.out / "metrics.json", device)
     c, s = report["crop"], report["sample"]
+    sample_part = (f"sample AUC {s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
+                   f"{thresholds['sample']:.3g}" if metrics["sample_level_estimable"]
+                   else "sample level not estimable")
     console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "
                   f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] balanced acc "
-                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; sample AUC "
-                  f"{s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
-                  f"{thresholds['sample']:.3g} ({thresholds['rule']} on validation)")
+                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; {sample_part} "
+                  f"({thresholds['rule']} on validation)"
+                  + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
     if metrics["collapsed"]:
         console.print(f"[bold yellow]warning:[/] {args.backbone} gives every test crop nearly "
                       f"the same probability (spread {metrics['prob_spread']:.2g}): a collapsed "

@@ -256,6 +256,17 @@ def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int,
     return report
 
 
+def caveats(evaluation: dict) -> str:
+    """What keeps an evaluate metrics.json from being a finding, in words ('' if nothing):
+    a collapsed model, or too few test samples of a class for sample-level figures."""
+    notes = []
+    if evaluation.get("collapsed"):
+        notes.append("collapsed")
+    if evaluation.get("sample_level_estimable") is False:
+        notes.append("sample level not estimable")
+    return ", ".join(notes)
+
+
 def roc_points(labels: np.ndarray, prob_positive: np.ndarray) -> list[dict[str, float]]:
     fpr, tpr, thresholds = roc_curve(labels, prob_positive)
     thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first; JSON cannot hold it

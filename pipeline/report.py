@@ -168,7 +168,9 @@ def comparison_section(reports: Path) -> str:
                 "crop_balanced_accuracy_at_0_5", "crop_sensitivity", "crop_specificity",
                 "sample_auc", "sample_threshold", "sample_accuracy",
                 "sample_balanced_accuracy", "sample_balanced_accuracy_at_0_5", "train_seconds",
-                "peak_memory_mb", "params_millions", "infer_ms_per_image"]
+                "peak_memory_mb", "params_millions", "infer_ms_per_image", "caveat"]
+        if "caveat" in frame:
+            frame["caveat"] = frame["caveat"].fillna("")
         if "threshold_rule" in frame:
             rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
             out += (f"<p class='note'>Thresholds (crop_threshold, sample_threshold) chosen on "
