@@ -42,7 +42,7 @@ def test_results_fit_120_columns_and_name_a_collapsed_model(tmp_path):
     assert max(len(line) for line in lines) <= 120
     rows = {line.split("│")[1].strip(): line for line in lines if line.startswith("│")}
     assert set(rows) == {"vgg16", "resnet50", "mobilenet_v3_large *"}  # one line each
-    assert "not evaluated" in rows["vgg16"] and "0.50" in rows["resnet50"]
+    assert "not evaluated" in rows["vgg16"] and "1.000 [1.00,1.00]" in rows["resnet50"]
     assert notes == ["* mobilenet_v3_large: collapsed, sample level not estimable"]
     table = comparison_table(reports / "eval", ["resnet50", "mobilenet_v3_large"])
     assert list(table["caveat"]) == ["", "collapsed, sample level not estimable"]
