@@ -50,11 +50,12 @@ def public_version(version: str | None) -> str | None:
 
 def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_params: dict,
                  thresholds: dict, class_names: tuple[str, str], data_sha256: str,
-                 generator: dict | None) -> dict:
+                 generator: dict | None, bit_depth: int) -> dict:
     """The bundle as a dict of plain values (see the module docstring).
 
     `generator` is train_sr's generator file ({model, config, name}); it is kept only when
-    the classifier reads SR images.
+    the classifier reads SR images. `bit_depth` is the one ingest used (data.bit_depth auto
+    resolved over the training data), so new crops are scaled exactly as those were.
     """
     cp = params.classifier
     bundle = {
@@ -65,14 +66,17 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
         "input": cp.input,
         "image_size": classifier_image_size(params),
         "arrival_size": arrival_size(params),
-        # Intensity: read_crop's fixed full scale per file type (8-bit / 255, 16-bit / 65535),
-        # the uint16 cache grid, then the model's own grey mean/std (buffers in the state).
+        # Intensity: read_crop's full scale (8-bit files / 255, wider ones / 2**bit_depth - 1,
+        # floats from data.float_range), the uint16 cache grid, then the model's own grey
+        # mean/std (also buffers in the state).
         "normalisation": {"reader": "images.read_crop", "cache": "uint16",
+                          "bit_depth": int(bit_depth),
                           "classifier_mean": float(classifier_state["mean"].item()),
                           "classifier_std": float(classifier_state["std"].item())},
-        "data": {key: raw_params["data"][key] for key in
-                 ("group_regex", "extensions", "crop_size", "on_size_mismatch",
-                  "acquire_downsample", "positive")},
+        "data": {**{key: raw_params["data"][key] for key in
+                    ("group_regex", "extensions", "crop_size", "on_size_mismatch",
+                     "acquire_downsample", "positive", "float_range", "channel")},
+                 "bit_depth": int(bit_depth)},
         "preprocess": dict(raw_params["preprocess"]),
         "inference": {"precision": cp.precision, "channels_last": cp.channels_last,
                       "batch": cp.eval_batch_size},
@@ -174,9 +178,10 @@ def main() -> None:
     generator = (torch.load(args.generator, map_location="cpu", weights_only=True)
                  if params.classifier.input == "sr" else None)
     thresholds = json.loads(args.eval_metrics.read_text())["threshold"]
-    data_sha = json.loads(args.ingest_metrics.read_text())["manifest_sha256"]
+    ingested = json.loads(args.ingest_metrics.read_text())
     bundle = build_bundle(args.backbone, saved["model"], params, raw_params, thresholds,
-                          class_names_from(pd.read_csv(args.split)), data_sha, generator)
+                          class_names_from(pd.read_csv(args.split)), ingested["manifest_sha256"],
+                          generator, ingested["bit_depth"])
     save_torch_atomic(args.out, bundle)
     load_bundle(args.out)  # what was written reads back and passes every check
     size_mb = round(args.out.stat().st_size / 2**20, 3)

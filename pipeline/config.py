@@ -51,8 +51,18 @@ class DataParams:
     on_size_mismatch: str
     crop_size: int
     acquire_downsample: int  # 0, or k: also store each crop as acquired at 1/k resolution
+    bit_depth: int | str  # auto | 8 | 10 | 12 | 14 | 16: full scale of integer crops
+    float_range: list[float]  # [low, high] that float crops were saved in
+    channel: str  # gray | r | g | b | max: the fluorescence channel of RGB exports
 
     def validate(self) -> None:
+        _check(self.bit_depth == "auto" or (type(self.bit_depth) is int
+                                            and self.bit_depth in (8, 10, 12, 14, 16)),
+               "data.bit_depth", f"auto | 8 | 10 | 12 | 14 | 16, got {self.bit_depth!r}")
+        _check(len(self.float_range) == 2 and self.float_range[0] < self.float_range[1],
+               "data.float_range", "[low, high] with low < high")
+        _check(self.channel in ("gray", "r", "g", "b", "max"), "data.channel",
+               "gray | r | g | b | max")
         _check(self.acquire_downsample in (0, 2, 4), "data.acquire_downsample", "0 | 2 | 4")
         _check(self.crop_size % max(self.acquire_downsample, 1) == 0, "data.crop_size",
                f"must divide by data.acquire_downsample ({self.acquire_downsample})")

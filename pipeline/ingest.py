@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -27,17 +28,18 @@ from pipeline.common import (
 )
 from pipeline.config import DataParams, load_params
 from pipeline.images import (
-    LEVELS,
     BadImageError,
     acquire_low_resolution,
     fit_to_size,
     from_uint16,
+    raw_peak,
     read_crop,
+    resolve_bit_depth,
     to_uint16,
 )
 
 MANIFEST_COLUMNS = ["crop_id", "path", "class_name", "label", "sample", "group", "height",
-                    "width", "channels", "dtype", "fit", "sha256", "cache_file"]
+                    "width", "channels", "dtype", "levels", "fit", "sha256", "cache_file"]
 
 
 @dataclass
@@ -151,13 +153,14 @@ def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
     if path.is_symlink() and not _inside(path, root):
         raise BadImageError(f"symlink pointing outside the data folder ({os.readlink(path)}); "
                             "refused")
-    image, info = read_crop(path)
+    if params.bit_depth == "auto":
+        raise ValueError("resolve data.bit_depth: auto (ingest.resolved_data_params) first")
+    image, info = read_crop(path, params.bit_depth, params.float_range, params.channel)
     image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
     original = None
     if params.acquire_downsample:
         original = from_uint16(to_uint16(image))
-        image = acquire_low_resolution(image, params.acquire_downsample,
-                                       LEVELS.get(info["dtype"]))
+        image = acquire_low_resolution(image, params.acquire_downsample, info["levels"])
     return from_uint16(to_uint16(image)), original, info, fit
 
 
@@ -191,7 +194,7 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
                          "class_name": class_name, "label": int(class_name == params.positive),
                          "sample": sample, "group": group, "height": info["height"],
                          "width": info["width"], "channels": info["channels"],
-                         "dtype": info["dtype"], "fit": fit,
+                         "dtype": info["dtype"], "levels": info["levels"], "fit": fit,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                          "cache_file": f"{crop_id}.npy"})
     return rows
@@ -210,6 +213,24 @@ def check_manifest(manifest: pd.DataFrame, raw_dir: Path, classes: list[str]) ->
                             "class (check data.group_regex)")
 
 
+def resolved_data_params(candidates: list, params: DataParams) -> tuple[DataParams, str]:
+    """params with data.bit_depth: auto replaced by the depth the data shows, and where
+    that came from. Files that cannot be read are left to the main pass, which names them."""
+    if params.bit_depth != "auto":
+        return params, "data.bit_depth"
+    peaks = []
+    for *_, path in candidates:
+        try:
+            peaks.append(raw_peak(path, params.channel))
+        except BadImageError:
+            continue
+    try:
+        bits, source = resolve_bit_depth(peaks)
+    except BadImageError as exc:
+        raise PipelineError(f"data.bit_depth auto: {exc}") from None
+    return dataclasses.replace(params, bit_depth=bits), source
+
+
 def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
     """Read every crop, normalise it, write it to cache_dir; return manifest and metrics.
 
@@ -220,6 +241,7 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     classes = find_class_folders(raw_dir, params.positive)
     bad = BadFiles(params.on_bad_file)
     candidates, ignored = collect_candidates(raw_dir, classes, params, bad)
+    params, bit_depth_source = resolved_data_params(candidates, params)
     manifest = pd.DataFrame(cache_crops(candidates, raw_dir, cache_dir, params, bad),
                             columns=MANIFEST_COLUMNS)
     check_manifest(manifest, raw_dir, classes)
@@ -232,6 +254,7 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
                "resized": int(fits.get("resized", 0)), "padded": int(fits.get("padded", 0)),
                "positive_class": params.positive, "acquire_downsample": params.acquire_downsample,
                "acquired_size": params.crop_size // max(params.acquire_downsample, 1),
+               "bit_depth": params.bit_depth, "bit_depth_source": bit_depth_source,
                "manifest_sha256": manifest_digest(manifest, params)}
     for class_name in classes:
         part = manifest[manifest["class_name"] == class_name]

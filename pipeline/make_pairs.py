@@ -25,7 +25,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import SRParams, load_params
-from pipeline.images import LEVELS, acquire_low_resolution, from_uint16
+from pipeline.images import acquire_low_resolution, from_uint16
 
 
 def degrade(hr: torch.Tensor, scale: int, blur_sigma: float, noise_std: float,
@@ -89,7 +89,9 @@ def make_lr_hr_pairs(crops_dir: Path, split_frame: pd.DataFrame, params: SRParam
         grid = max(acquire_downsample, 1)
         hr = extract_patches(crops, params.hr_patch, params.patches_per_crop, rng, grid)
         if acquire_downsample:
-            levels = [LEVELS.get(d) for d in rows["dtype"] for _ in range(params.patches_per_crop)]
+            # each patch rounded to its source crop's own grey levels (None: float data)
+            levels = [None if pd.isna(v) else int(v) for v in rows["levels"]
+                      for _ in range(params.patches_per_crop)]
             lr = acquire_patches(hr, acquire_downsample, levels)
         else:
             lr = degrade(torch.from_numpy(hr), params.scale, params.blur_sigma, params.noise_std,
@@ -108,7 +110,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    bit_depths = pd.read_csv(args.manifest, usecols=["crop_id", "dtype"])
+    bit_depths = pd.read_csv(args.manifest, usecols=["crop_id", "levels"])
     split_frame = pd.read_csv(args.split).merge(bit_depths, on="crop_id", validate="one_to_one")
     pairs = make_lr_hr_pairs(args.crops, split_frame, params.sr, params.seed,
                              params.data.acquire_downsample)

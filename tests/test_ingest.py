@@ -84,7 +84,7 @@ BAD_FILES = {
     "alpha": ("alpha.png", lambda p: write_crop(p, np.dstack([blob()] * 3 + [blob()])),
               "alpha channel"),
     "colour": ("colour.png", lambda p: write_crop(
-        p, np.dstack([blob(seed=1), blob(seed=2), blob(seed=3)])), "colour crop"),
+        p, np.dstack([blob(seed=1), blob(seed=2), blob(seed=3)])), "channels differ"),
     "constant": ("flat.tif", lambda p: write_crop(p, np.full((128, 128), 7, np.uint8)),
                  "constant"),
     "nan": ("nan.tif", lambda p: write_crop(

@@ -102,7 +102,7 @@ class TrainedRun:
         self.raw = _raw_folder(root / "raw")
         self.ingested = root / "ingested" / "crops"
         result = ingest_crops(self.raw, self.ingested, self.params.data)
-        self.manifest = result.manifest
+        self.manifest, self.bit_depth = result.manifest, result.metrics["bit_depth"]
         sr = self.params.sr
         generator = build_generator(sr.scale, sr.num_feat, sr.num_block, sr.num_grow_ch,
                                     sr.residual)
@@ -131,7 +131,7 @@ class TrainedRun:
         raw = yaml.safe_load(self.params_path.read_text())
         return build_bundle(self.backbone, self.model.state_dict(), self.params, raw,
                             thresholds or {"rule": "youden", "crop": 0.4, "sample": 0.45},
-                            ("Control", "ALS"), "f" * 64, self.generator)
+                            ("Control", "ALS"), "f" * 64, self.generator, self.bit_depth)
 
     def anonymous_input(self, folder: Path) -> tuple[Path, dict[str, str]]:
         """The raw crops with class folders removed and samples renamed P000, P001, ...;

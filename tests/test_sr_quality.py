@@ -169,7 +169,7 @@ def test_acquisition_keeps_hr_and_sr_training_sees_no_validation_or_test_image(t
     assert result.metrics["acquired_size"] == 32 and len(result.metrics["manifest_sha256"]) == 64
 
     frame = split_groups(manifest, params.split, params.seed).merge(
-        manifest[["crop_id", "dtype"]], on="crop_id")
+        manifest[["crop_id", "levels"]], on="crop_id")
     pairs = make_lr_hr_pairs(cache, frame, params.sr, params.seed, 4)
     originals = {row.crop_id: load_array(hr_dir / f"{row.crop_id}.npy")
                  for row in frame.itertuples()}
