@@ -4,12 +4,13 @@ exports, small crops through SR training (issue: formats that never mislead)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.common import load_array
+from pipeline.common import PipelineError, load_array
 from pipeline.config import ParamsError, load_params
 from pipeline.images import BadImageError, from_uint16, read_crop
 from pipeline.ingest import ingest_crops
@@ -129,3 +130,28 @@ def test_an_unknown_channel_or_bit_depth_is_a_params_error(tmp_path):
         _data(tmp_path, channel="green")
     with pytest.raises(ParamsError, match="data.bit_depth"):
         _data(tmp_path, bit_depth=11)
+
+
+def test_a_folder_without_the_crops_suffix_gets_a_working_override(tmp_path):
+    raw = _camera_crops(tmp_path / "raw", peak=255, dtype=np.uint8)
+    (raw / "ALS" / "AL000_1_crops_r").rename(raw / "ALS" / "patient7")
+    with pytest.raises(PipelineError) as caught:
+        ingest_crops(raw, tmp_path / "out" / "crops", _data(tmp_path))
+    message = str(caught.value)
+    assert r"^(?P<group>.+?)_crops\d*_r$" in message  # the regex as written, not repr'd
+    assert "\\\\d" not in message
+    assert """dvc exp run -S "data.group_regex='^(?P<group>.+)$'\"""" in message
+
+
+def test_run_demo_refuses_outside_the_project_root(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.run_demo"], cwd=REPO / "pipeline",
+                            capture_output=True, text=True,
+                            env=os.environ | {"PYTHONPATH": str(REPO)})
+    said = result.stdout + result.stderr
+    assert result.returncode == 2 and "run this from the project's root folder" in said
+    assert "Stage times" not in said and "cached" not in said
