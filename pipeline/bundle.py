@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline.common import PipelineError, console, save_torch_atomic, stage_main, write_json_atomic
+from pipeline.common import PipelineError, atomic_path, console, stage_main, write_json_atomic
 from pipeline.config import DataParams, Params, PreprocessParams, _build, load_params
 from pipeline.datasets import arrival_size, classifier_image_size
 
@@ -50,7 +50,7 @@ def public_version(version: str | None) -> str | None:
 
 def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_params: dict,
                  thresholds: dict, class_names: tuple[str, str], data_sha256: str,
-                 generator: dict | None, bit_depth: int) -> dict:
+                 generator: dict | None, bit_depth: int, bit_depth_source: str = "") -> dict:
     """The bundle as a dict of plain values (see the module docstring).
 
     `generator` is train_sr's generator file ({model, config, name}); it is kept only when
@@ -70,7 +70,7 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
         # floats from data.float_range), the uint16 cache grid, then the model's own grey
         # mean/std (also buffers in the state).
         "normalisation": {"reader": "images.read_crop", "cache": "uint16",
-                          "bit_depth": int(bit_depth),
+                          "bit_depth": int(bit_depth), "bit_depth_source": str(bit_depth_source),
                           "classifier_mean": float(classifier_state["mean"].item()),
                           "classifier_std": float(classifier_state["std"].item())},
         "data": {**{key: raw_params["data"][key] for key in
@@ -87,7 +87,7 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
         "class_names": [str(class_names[0]), str(class_names[1])],
         "positive_class": str(class_names[1]),
         "versions": package_versions(),
-        "params": raw_params,
+        "params": {key: value for key, value in raw_params.items() if key != "predict"},
         "training_data_sha256": data_sha256,
     }
     if cp.input == "sr":
@@ -121,6 +121,13 @@ def load_bundle(path: Path, check_versions: bool = True) -> dict:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         raise BundleError(f"{path}: not a complete bundle file (truncated or damaged: "
                           f"{type(exc).__name__}: {first}); export it again") from None
+    try:
+        return _checked(path, bundle, check_versions)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{path}: an incomplete bundle (no {exc}); export it again") from None
+
+
+def _checked(path: Path, bundle, check_versions: bool) -> dict:
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: not a classifier bundle from pipeline.bundle (no "
                           f"'format: {BUNDLE_FORMAT}'); a model.pt is not a bundle - run the "
@@ -181,9 +188,10 @@ def main() -> None:
     ingested = json.loads(args.ingest_metrics.read_text())
     bundle = build_bundle(args.backbone, saved["model"], params, raw_params, thresholds,
                           class_names_from(pd.read_csv(args.split)), ingested["manifest_sha256"],
-                          generator, ingested["bit_depth"])
-    save_torch_atomic(args.out, bundle)
-    load_bundle(args.out)  # what was written reads back and passes every check
+                          generator, ingested["bit_depth"], ingested["bit_depth_source"])
+    with atomic_path(args.out) as staging:
+        torch.save(bundle, staging)
+        load_bundle(staging)  # only a file that reads back and passes every check replaces
     size_mb = round(args.out.stat().st_size / 2**20, 3)
     write_json_atomic(args.metrics, {"backbone": args.backbone, "bundle_mb": size_mb,
                                      "input": bundle["input"],

@@ -82,7 +82,10 @@ def raw_peak(path: Path, channel: str = "gray") -> tuple[int | None, int, int | 
         return None, 0, None
     bits = tags.get("bits_per_sample")
     bits = bits[0] if isinstance(bits, tuple) and bits else bits
-    return container, int(np.max(array)), (int(bits) if isinstance(bits, int) else None)
+    bits = int(bits) if isinstance(bits, int) else None
+    if mode == "I" and bits:  # Pillow widens signed 16-bit files to 32: the file says 16
+        container = bits
+    return container, int(np.max(array)), bits
 
 
 def resolve_bit_depth(peaks: list[tuple[int | None, int, int | None]]) -> tuple[int, str]:
@@ -103,7 +106,8 @@ def resolve_bit_depth(peaks: list[tuple[int | None, int, int | None]]) -> tuple[
     for bits in BIT_DEPTHS[1:]:
         if peak <= 2 ** bits - 1:
             return bits, f"largest value in the data ({peak})"
-    raise BadImageError(f"values up to {peak} do not fit 16 bits; set data.bit_depth")
+    raise BadImageError(f"values up to {peak} do not fit 16 bits, the widest depth "
+                        "data.bit_depth takes; export the crops as 16-bit (or float) files")
 
 
 def read_crop(path: Path, bit_depth: int | None = None,
@@ -145,8 +149,7 @@ def read_crop(path: Path, bit_depth: int | None = None,
         full_scale = float(2 ** bits - 1)
         if array.max() > full_scale:
             raise BadImageError(f"has values up to {array.max():g}, above the {bits}-bit full "
-                                f"scale {full_scale:g} (data.bit_depth: {bit_depth}); set "
-                                "data.bit_depth to the camera's bit depth, or auto")
+                                f"scale {full_scale:g} (data.bit_depth: {bit_depth})")
         info["levels"] = int(full_scale)
     if float(array.max()) == float(array.min()):
         raise BadImageError(f"is constant (every pixel = {array.max():g}); no signal to learn")

@@ -82,6 +82,9 @@ def validation_thresholds(model: nn.Module, images: torch.Tensor | None,
         return {"rule": str(rule), "crop": float(rule), "sample": float(rule)}
     prob = predict_proba(model, images, device, classifier.eval_batch_size,
                          classifier.precision, classifier.channels_last)
+    if not np.all(np.isfinite(prob)):
+        raise PipelineError("the model gives non-finite probabilities (NaN) on the validation "
+                            "split; retrain it (check the training loss curve)")
     crops = rows[["group", "label"]].reset_index(drop=True).assign(prob=prob)
     samples = sample_level(crops)
     return {"rule": rule,

@@ -67,7 +67,8 @@ def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
     datasets (or two acquisition settings) are never mixed.
     """
     digest = hashlib.sha256(f"{params.crop_size}|{params.acquire_downsample}|"
-                            f"{params.on_size_mismatch}|{params.positive}".encode())
+                            f"{params.on_size_mismatch}|{params.positive}|{params.bit_depth}|"
+                            f"{params.float_range}|{params.channel}".encode())
     for row in manifest[["path", "class_name", "group", "sha256"]].itertuples(index=False):
         digest.update("|".join(row).encode())
     return digest.hexdigest()
@@ -184,7 +185,9 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
             try:
                 image, original, info, fit = prepare_crop(path, raw_dir, params)
             except BadImageError as exc:
-                bad(path, str(exc))
+                hint = ("; set data.bit_depth to the camera's bit depth, or auto"
+                        if "full scale" in str(exc) else "")
+                bad(path, str(exc) + hint)
                 continue
             crop_id = f"c{len(rows):06d}"
             if original is not None:

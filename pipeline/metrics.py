@@ -46,15 +46,20 @@ def youden_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> float:
     halfway between the lowest score called positive and the next lower score, so a new
     case scoring between the two classes' validation scores is not decided by which side
     happened to be the boundary. Among equal J the cut nearest 0.5 wins (no evidence to
-    move away from the default); with one class only, 0.5 is returned.
+    move away from the default), and the cut leaves 0.5 only for J > 0: with one class
+    only, one distinct score (a collapsed model) or scores that rank the classes the wrong
+    way round, 0.5 is returned.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(prob_positive, float)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("validation probabilities that are not finite (NaN or inf): the "
+                         "model's outputs are broken; no threshold can be chosen")
     positives, negatives = int(labels.sum()), int((1 - labels).sum())
     if positives == 0 or negatives == 0:
         return 0.5
     distinct = np.unique(scores)[::-1]  # descending
-    best_j, best_cut = -np.inf, 0.5
+    best_j, best_cut = 0.0, 0.5
     for index, score in enumerate(distinct):
         lower = distinct[index + 1] if index + 1 < len(distinct) else None
         cut = float(score if lower is None else (score + lower) / 2)

@@ -70,7 +70,18 @@ def find_sample_folders(input_dir: Path, group_regex: str) -> list[Path]:
 class BundleClassifier:
     """A loaded bundle on a device: crops as ingest prepared them in, P(positive) out."""
 
-    def __init__(self, bundle: dict, device: torch.device):
+    def __init__(self, bundle: dict, device: torch.device, path: Path):
+        try:
+            self._build(bundle, device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise BundleError(f"{path}: cannot build its {bundle.get('backbone')} model "
+                              f"({type(exc).__name__}: {first})") from None
+        if bundle["inference"]["precision"] == "fp16" and device.type != "cuda":
+            raise BundleError(f"{path}: the bundle runs in fp16, which needs CUDA; pass "
+                              "--device cuda")
+
+    def _build(self, bundle: dict, device: torch.device) -> None:
         self.bundle, self.device = bundle, device
         self.backbone = bundle["backbone"]
         self.data: DataParams = bundle_data_params(bundle)
@@ -141,7 +152,12 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
             try:
                 acquired, original, _, _ = prepare_crop(path, input_dir, classifier.data)
             except BadImageError as exc:
-                bad(path, str(exc))
+                norm = classifier.bundle["normalisation"]
+                hint = (f"; the bundle scales intensities as its training data was scaled "
+                        f"({norm['bit_depth']} bits: {norm.get('bit_depth_source', '')}), and "
+                        "brighter crops cannot be put on that scale"
+                        if "full scale" in str(exc) else "")
+                bad(path, str(exc) + hint)
                 bar.advance(task)
                 continue
             batch.append((path, group, acquired, original))
@@ -176,14 +192,17 @@ def combine(per_bundle: dict[str, pd.DataFrame], bundles: dict[str, dict]
         part = frame.rename(columns={"prob": f"prob_{backbone}"})
         crops = part if crops is None else crops.merge(part, on=["path", "sample"], how="outer")
     backbones = list(per_bundle)
-    crops["prob_mean"] = crops[[f"prob_{b}" for b in backbones]].mean(axis=1)
+    # a crop one bundle left out (its own data settings refused it) has no mean
+    crops["prob_mean"] = crops[[f"prob_{b}" for b in backbones]].mean(axis=1, skipna=False)
     cuts = {b: bundles[b]["thresholds"] for b in backbones}
     cuts["mean"] = {level: float(np.mean([bundles[b]["thresholds"][level] for b in backbones]))
                     for level in ("crop", "sample")}
     samples = None
     for name in [*backbones, "mean"]:
-        crops[f"prediction_{name}"] = np.asarray(class_names)[
-            decide(crops[f"prob_{name}"], cuts[name]["crop"])]
+        scored = crops[f"prob_{name}"].notna()
+        crops[f"prediction_{name}"] = np.where(
+            scored, np.asarray(class_names)[decide(crops[f"prob_{name}"].fillna(0.0),
+                                                   cuts[name]["crop"])], "")
         table = sample_predictions(
             crops.dropna(subset=[f"prob_{name}"]).rename(columns={"sample": "group",
                                                                    f"prob_{name}": "prob"}),
@@ -239,6 +258,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists() and not args.overwrite:
         raise PipelineError(f"{args.out}: exists; pass --overwrite to replace it")
+    if args.out.exists() and not args.out.is_dir():
+        raise PipelineError(f"{args.out}: a file, not a folder; --out names a folder")
     paths = bundle_paths(args.bundle, args.params)
     # every bundle is checked before any crop is read: a bad one costs nothing
     bundles = {}
@@ -249,11 +270,17 @@ def main() -> None:
                               "backbone once")
         bundles[bundle["backbone"]] = bundle
     device = resolve_device(args.device)
-    per_bundle, problems, ignored, started = {}, [], {}, time.perf_counter()
-    for backbone, bundle in bundles.items():
-        crops, problems, ignored = classify_folder(BundleClassifier(bundle, device),
-                                                   args.input, args.on_bad_file)
+    classifiers = {backbone: BundleClassifier(bundle, device, path)
+                   for (backbone, bundle), path in zip(bundles.items(), paths)}
+    per_bundle, problems, ignored, started = {}, {}, {}, time.perf_counter()
+    for backbone, classifier in classifiers.items():
+        crops, skipped, ignored = classify_folder(classifier, args.input, args.on_bad_file)
         per_bundle[backbone] = crops
+        for problem in skipped:  # the same file refused by several bundles is listed once
+            entry = problems.setdefault(problem["path"], {**problem, "backbones": []})
+            entry["backbones"].append(backbone)
+    problems = [{**entry, "backbones": " ".join(entry["backbones"])}
+                for entry in problems.values()]
     seconds = time.perf_counter() - started
     crops, samples = combine(per_bundle, bundles)
     with atomic_path(args.out) as staging:
@@ -262,7 +289,7 @@ def main() -> None:
         write_csv_atomic(staging / "samples.csv", samples)
         if problems:
             write_csv_atomic(staging / "bad_files.csv",
-                             pd.DataFrame(problems, columns=["path", "problem"]))
+                             pd.DataFrame(problems, columns=["path", "problem", "backbones"]))
         if args.out.exists():
             shutil.rmtree(args.out)
     left_out = ", ".join(f"{n} {ext}" for ext, n in sorted(ignored.items()))

@@ -50,6 +50,14 @@ def test_youden_ties_keep_the_cut_nearest_one_half_and_one_class_gives_one_half(
     assert youden_threshold(np.array([1, 1]), np.array([0.2, 0.9])) == 0.5
 
 
+def test_youden_stays_at_one_half_without_evidence_and_refuses_nan():
+    labels = np.array([0, 1, 0, 1])
+    assert youden_threshold(labels, np.full(4, 0.7)) == 0.5  # a collapsed model
+    assert youden_threshold(labels, np.array([0.9, 0.1, 0.8, 0.2])) == 0.5  # ranked backwards
+    with pytest.raises(ValueError, match="not finite"):
+        youden_threshold(labels, np.array([0.1, np.nan, 0.3, 0.9]))
+
+
 def test_report_takes_the_chosen_threshold_and_keeps_the_figures_at_one_half():
     # every probability above 0.5: at 0.5 all are called positive (balanced accuracy 0.5);
     # at 0.8 the classes separate
