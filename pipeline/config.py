@@ -243,6 +243,11 @@ class PredictParams:
                "one folder at a time (its results go to reports/predict)")
         _check(all(d.strip() for d in self.input_dir), "predict.input_dir",
                "an empty folder name")
+        # The folder becomes the stage's name (predict@<folder>); DVC 3.67 wraps a long name
+        # with spaces over two lines of dvc.lock and can then no longer read it.
+        _check(not any(" " in d for d in self.input_dir), "predict.input_dir",
+               "a folder path with spaces breaks dvc.lock (the path is the stage name); "
+               "use a symlink without spaces, or run python -m pipeline.predict directly")
         _check(self.on_bad_file in ("error", "skip"), "predict.on_bad_file", "error | skip")
 
 

@@ -60,3 +60,10 @@ def test_dvc_exp_run_set_changes_only_the_lines_it_sets(tmp_path):
     assert len(before) == len(after)
     changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert [b.split("#")[0].strip() for _, b in changed] == ["lr: 0.0005", "iters_psnr: 100"]
+
+
+def test_a_predict_folder_with_spaces_is_refused_before_dvc_breaks_its_lock(tmp_path):
+    path = write_params(tmp_path / "params.yaml", predict={"input_dir": ["/data/new patients"],
+                                                           "on_bad_file": "error"})
+    with pytest.raises(ParamsError, match="spaces breaks dvc.lock"):
+        load_params(path)

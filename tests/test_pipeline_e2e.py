@@ -98,7 +98,7 @@ def test_repro_experiment_and_metrics(tmp_path):
         evaluation["threshold"]["sample"]
 
     # new patients: the test split's sample folders, class folders removed, names hidden
-    new, hidden = anonymised_test_samples(project, tmp_path / "new patients")
+    new, hidden = anonymised_test_samples(project, tmp_path / "new_patients")
     added = sh([DVC, "exp", "run", "-S", f"predict.input_dir=[{new}]"], project)
     assert stages_run(added.stdout) == {"check_params", f"predict@{new}"}, added.stdout
     samples = (project / "reports" / "predict" / "samples.csv").read_text().splitlines()
