@@ -271,12 +271,13 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     folder = tmp_path / ("sr/sr" if input_kind == "sr" else "crops")
     rng = np.random.default_rng(0)
     rows = []
-    for index in range(14):  # 5 test samples of 2-3 crops, both classes
+    for index in range(20):  # 5 test samples of 2-3 crops, both classes; 2 val samples
         group, label = f"g{index // 3}", (index // 3) % 2
         save_array_atomic(folder / f"c{index:02d}.npy",
                           rng.integers(0, 65535, (1, 32, 32), dtype=np.uint16))
         rows.append({"crop_id": f"c{index:02d}", "group": group, "label": label,
-                     "class_name": ("Control", "ALS")[label], "split": "test"})
+                     "class_name": ("Control", "ALS")[label],
+                     "split": "test" if index < 14 else "val"})
     pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
     torch.manual_seed(0)
     model, _ = build_classifier("mobilenet_v3_small", "none")
@@ -297,14 +298,17 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     assert metrics["generator"] == (params.sr.generator if input_kind == "sr" else None)
     crops = pd.read_csv(out / "predictions.csv")
     samples = pd.read_csv(out / "samples.csv")
-    assert samples.columns.tolist() == ["sample", "n_crops", "prob", "prediction", "label",
-                                        "backbone"]
+    assert samples.columns.tolist() == ["sample", "n_crops", "prob", "prediction", "threshold",
+                                        "backbone", "label"]
     by_sample = crops.groupby("group")
     assert samples["sample"].tolist() == sorted(by_sample.groups)
     assert samples["n_crops"].tolist() == by_sample.size().tolist()
     np.testing.assert_allclose(samples["prob"], by_sample["prob"].mean().to_numpy())
-    assert samples["label"].tolist() == by_sample["label"].first().tolist()
-    expected = np.where(samples["prob"] >= 0.5, "ALS", "Control")
+    assert samples["label"].tolist() == [("Control", "ALS")[v]
+                                         for v in by_sample["label"].first()]
+    cut = metrics["threshold"]["sample"]  # chosen on the two validation samples
+    assert metrics["threshold"]["rule"] == "youden" and (samples["threshold"] == cut).all()
+    expected = np.where(samples["prob"] >= cut, "ALS", "Control")
     assert samples["prediction"].tolist() == expected.tolist()
     assert set(samples["backbone"]) == {"mobilenet_v3_small"}
 
