@@ -13,6 +13,11 @@ class BadImageError(ValueError):
     """A crop that cannot be used; the message says why, the caller adds the path."""
 
 
+class AboveBitDepthError(BadImageError):
+    """An integer crop brighter than the full scale of the bit depth it is read at; the
+    caller says what sets that depth (data.bit_depth, or the bundle's training data)."""
+
+
 # Bits of the integer type each Pillow mode stores a grey value in.
 _CONTAINER_BITS = {"1": 1, "L": 8, "P": 8, "RGB": 8, "I;16": 16, "I;16B": 16, "I;16L": 16,
                    "I;16N": 16, "I": 32}
@@ -148,7 +153,7 @@ def read_crop(path: Path, bit_depth: int | None = None,
                                 "auto) to the bits the camera recorded")
         full_scale = float(2 ** bits - 1)
         if array.max() > full_scale:
-            raise BadImageError(f"has values up to {array.max():g}, above the {bits}-bit full "
+            raise AboveBitDepthError(f"has values up to {array.max():g}, above the {bits}-bit full "
                                 f"scale {full_scale:g} (data.bit_depth: {bit_depth})")
         info["levels"] = int(full_scale)
     if float(array.max()) == float(array.min()):
@@ -182,6 +187,12 @@ def to_uint16(image: np.ndarray) -> np.ndarray:
 
 def from_uint16(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 65535.0
+
+
+def quantise(image: np.ndarray) -> np.ndarray:
+    """`image` on the uint16 cache's grid, as a stage that writes it and a stage that reads it
+    back would see it (predict applies this wherever the training stages store images)."""
+    return from_uint16(to_uint16(image))
 
 
 def acquire_low_resolution(image: np.ndarray, factor: int, levels: int | None) -> np.ndarray:

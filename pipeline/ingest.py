@@ -28,10 +28,11 @@ from pipeline.common import (
 )
 from pipeline.config import DataParams, load_params
 from pipeline.images import (
+    AboveBitDepthError,
     BadImageError,
     acquire_low_resolution,
     fit_to_size,
-    from_uint16,
+    quantise,
     raw_peak,
     read_crop,
     resolve_bit_depth,
@@ -160,9 +161,9 @@ def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
     image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
     original = None
     if params.acquire_downsample:
-        original = from_uint16(to_uint16(image))
+        original = quantise(image)
         image = acquire_low_resolution(image, params.acquire_downsample, info["levels"])
-    return from_uint16(to_uint16(image)), original, info, fit
+    return quantise(image), original, info, fit
 
 
 def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataParams,
@@ -184,10 +185,11 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
             bar.advance(task)
             try:
                 image, original, info, fit = prepare_crop(path, raw_dir, params)
+            except AboveBitDepthError as exc:
+                bad(path, f"{exc}; set data.bit_depth to the camera's bit depth, or auto")
+                continue
             except BadImageError as exc:
-                hint = ("; set data.bit_depth to the camera's bit depth, or auto"
-                        if "full scale" in str(exc) else "")
-                bad(path, str(exc) + hint)
+                bad(path, str(exc))
                 continue
             crop_id = f"c{len(rows):06d}"
             if original is not None:

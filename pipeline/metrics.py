@@ -256,7 +256,7 @@ def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int,
             metrics[f"{metric}_ci_resamples"] = kept
         report[level] = metrics
         half = binary_metrics(labels, probs, 0.5)
-        at_half[level] = {key: half[key] for key in ("accuracy", *THRESHOLDED[1:])}
+        at_half[level] = {key: half[key] for key in THRESHOLDED}
     report["at_0_5"] = at_half
     return report
 

@@ -38,7 +38,7 @@ from pipeline.common import (
 from pipeline.config import DataParams
 from pipeline.datasets import to_classifier_size
 from pipeline.device import resolve_device
-from pipeline.images import BadImageError, from_uint16, to_uint16
+from pipeline.images import AboveBitDepthError, BadImageError, quantise
 from pipeline.inference import decide, predict_proba, sample_predictions
 from pipeline.ingest import BadFiles, collect_sample_crops, prepare_crop
 from pipeline.preprocess import preprocess_images
@@ -118,7 +118,7 @@ class BundleClassifier:
                 from pipeline.sr_metrics import bicubic_upscale
 
                 batch = bicubic_upscale(batch, scale)
-            batch = torch.from_numpy(from_uint16(to_uint16(batch.clamp(0, 1).cpu().numpy())))
+            batch = torch.from_numpy(quantise(batch.clamp(0, 1).cpu().numpy()))
         batch = to_classifier_size(batch, self.bundle["image_size"])
         return preprocess_images(batch, self.preprocess)
 
@@ -151,13 +151,16 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
         for _, group, path in found:
             try:
                 acquired, original, _, _ = prepare_crop(path, input_dir, classifier.data)
-            except BadImageError as exc:
+            except AboveBitDepthError as exc:
                 norm = classifier.bundle["normalisation"]
-                hint = (f"; the bundle scales intensities as its training data was scaled "
-                        f"({norm['bit_depth']} bits: {norm.get('bit_depth_source', '')}), and "
-                        "brighter crops cannot be put on that scale"
-                        if "full scale" in str(exc) else "")
-                bad(path, str(exc) + hint)
+                bad(path, f"{exc}; the bundle scales intensities as its training data was "
+                          f"scaled ({norm['bit_depth']} bits: "
+                          f"{norm.get('bit_depth_source', '')}), and brighter crops cannot be "
+                          "put on that scale")
+                bar.advance(task)
+                continue
+            except BadImageError as exc:
+                bad(path, str(exc))
                 bar.advance(task)
                 continue
             batch.append((path, group, acquired, original))

@@ -264,7 +264,7 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
                     "<h2>Does SR help? (ablation)</h2>", "<h2>Environment"):
         assert heading in page, heading
     assert "last convolutional block of each backbone" in page
-    assert "crops at 0.55" in page or "crop_threshold" in page
+    assert "<th>crop_threshold</th>" in page and "<td>0.550</td>" in page
     assert "rule <code>youden</code>" in page
     assert "vgg16: <code>features.29" in page and "resnet50: <code>layer4" in page
     assert page.count("<h3>Data: ") == 2  # one ablation table per dataset

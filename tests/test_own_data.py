@@ -155,3 +155,10 @@ def test_run_demo_refuses_outside_the_project_root(tmp_path):
     said = result.stdout + result.stderr
     assert result.returncode == 2 and "run this from the project's root folder" in said
     assert "Stage times" not in said and "cached" not in said
+
+
+def test_ingest_names_the_file_brighter_than_the_declared_depth_and_the_fix(tmp_path):
+    raw = _camera_crops(tmp_path / "raw", peak=4095)
+    with pytest.raises(PipelineError, match=r"0\.tif: has values up to 4095, above the 10-bit "
+                                            r"full scale 1023 .*set data.bit_depth"):
+        ingest_crops(raw, tmp_path / "out" / "crops", _data(tmp_path, bit_depth=10))
