@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from pipeline.common import (
+    bytes_under,
     console,
     save_array_atomic,
     stage_main,
@@ -25,7 +26,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import AugmentParams, load_params
-from pipeline.datasets import balanced_indices, image_folder, load_classifier_images, split_subset
+from pipeline.datasets import balanced_indices, load_classifier_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.images import to_uint16
 
@@ -87,8 +88,8 @@ def main() -> None:
     params = load_params(args.params)
     device = resolve_device(params.device)
     train = split_subset(pd.read_csv(args.split), "train")
-    folder = image_folder(params.classifier.input, args.crops, args.sr)
-    images = load_classifier_images(params, folder, train["crop_id"].tolist())
+    images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
+                                    train["crop_id"].tolist(), device)
     labels = train["label"].to_numpy()
     augmented, out_labels, source = make_training_set(images, labels, params.augment,
                                                       params.seed, device)
@@ -99,7 +100,7 @@ def main() -> None:
     metrics = {"input": params.classifier.input, "source_crops": len(train),
                "training_images": len(augmented), "positives": int(out_labels.sum()),
                "negatives": int(len(out_labels) - out_labels.sum()),
-               "online": params.augment.online}
+               "online": params.augment.online, "bytes_written": bytes_under(args.out)}
     write_json_atomic(args.metrics, metrics)
     write_environment(args.metrics, device)
     console.print(f"augment: {len(train)} crops -> {len(augmented)} training images on {device}")

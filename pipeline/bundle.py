@@ -22,7 +22,7 @@ import yaml
 
 from pipeline.common import PipelineError, atomic_path, console, stage_main, write_json_atomic
 from pipeline.config import DataParams, Params, PreprocessParams, _build, load_params
-from pipeline.datasets import arrival_size, classifier_image_size
+from pipeline.datasets import arrival_size, classifier_image_size, sr_storage_size
 
 BUNDLE_FORMAT = "tdp43-classifier-bundle"
 BUNDLE_VERSION = 1
@@ -98,7 +98,8 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
                         "config": dict(generator["config"]),
                         "name": str(generator.get("name", "unknown")),
                         "tile": params.sr.tile, "tile_overlap": params.sr.tile_overlap,
-                        "batch": params.sr.infer_batch, "precision": params.sr.precision}
+                        "batch": params.sr.infer_batch, "precision": params.sr.precision,
+                        "store_size": sr_storage_size(params)}
     return bundle
 
 

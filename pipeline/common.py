@@ -183,6 +183,14 @@ def check_raw_dir(raw_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- run context
+def bytes_under(path: str | Path) -> int:
+    """Bytes of the files under `path` (or of `path` itself): a stage's `bytes_written`."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def write_environment(metrics_path: str | Path, device=None) -> None:
     """Write the environment record to `environment.json` beside a stage's metrics file.
 

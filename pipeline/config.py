@@ -114,6 +114,7 @@ class SRParams:
     tile: int
     tile_overlap: int
     infer_batch: int
+    store_full_size: bool  # false: SR images are stored at the size the classifier reads
     precision: str
     channels_last: bool
     discriminator: str  # vgg (ESRGAN's, 128/256 px) | unet (Real-ESRGAN's, any multiple of 8)

@@ -7,8 +7,9 @@ come from the split stage (split.folds); 0 folds means this stage records nothin
 SR images are not used here: the generator was trained on the main split's training
 groups, which include test groups of some folds, so a fold scored on SR images would
 have had its test images (not their labels) seen in training. With classifier.input sr
-the folds read the bicubic upscales of the same crops instead (same size), and every
-row says which input it used.
+the folds read the bicubic upscales of the same crops instead (same size, made at load
+time from the crops), and every row says which input it used. The stage does not even
+depend on data/sr_images.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pipeline.common import (
     write_csv_atomic,
 )
 from pipeline.config import Params, load_params
-from pipeline.datasets import image_folder, load_classifier_images
+from pipeline.datasets import load_classifier_images
 from pipeline.device import resolve_device
 from pipeline.inference import score_split, validation_thresholds
 from pipeline.split import fold_assignment
@@ -43,13 +44,15 @@ def crossval_input(input_kind: str) -> str:
     return "bicubic" if input_kind == "sr" else input_kind
 
 
-def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, folder: Path, params: Params,
-             device: torch.device, checkpoint_dir: Path) -> dict:
+def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Path,
+             params: Params, device: torch.device, checkpoint_dir: Path) -> dict:
     assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
     frame = split_frame.assign(split=assignment)
     parts = {name: frame[frame["split"] == name].reset_index(drop=True)
              for name in ("train", "val", "test")}
-    images = {name: load_classifier_images(params, folder, part["crop_id"].tolist())
+    input_kind = crossval_input(params.classifier.input)
+    images = {name: load_classifier_images(params, input_kind, crops_dir, None,
+                                           part["crop_id"].tolist(), device)
               for name, part in parts.items()}
     train_images, train_labels, _ = make_training_set(
         images["train"], parts["train"]["label"].to_numpy(), params.augment,
@@ -98,7 +101,6 @@ def main() -> None:
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--folds", type=Path, required=True)
     parser.add_argument("--crops", type=Path, required=True)
-    parser.add_argument("--sr", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="reports/crossval")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -121,11 +123,10 @@ def main() -> None:
     if input_kind != params.classifier.input:
         console.print(f"crossval: reading {input_kind} images in place of "
                       f"{params.classifier.input} (the SR model saw some folds' test groups)")
-    folder = image_folder(input_kind, args.crops, args.sr)
     rows = []
     for backbone in params.classifier.backbones:
         for fold in range(params.split.folds):
-            rows.append(run_fold(backbone, fold, split_frame, folder, params, device,
+            rows.append(run_fold(backbone, fold, split_frame, args.crops, params, device,
                                  args.checkpoints))
             console.print(f"crossval {backbone} fold {fold}: sample AUC "
                           f"{rows[-1]['sample_auc']:.3f}, crop AUC {rows[-1]['crop_auc']:.3f}")

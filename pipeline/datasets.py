@@ -1,4 +1,10 @@
-"""Loading the classifier's images (raw, bicubic or SR) for a split, at the model's size."""
+"""Loading the classifier's images (raw, bicubic, SR or HR) for a split, at the model's size.
+
+A split's images are read into one array and converted, upscaled and resized in batches
+(on the GPU when the stage has one), not one crop at a time. `bicubic` is computed here
+from the acquired crops rather than read back from disk: at x4 it would be 16 times the
+crops' bytes, and it is cheaper to recompute than to store.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,21 @@ import torch.nn.functional as F
 
 from pipeline.common import PipelineError, load_array
 from pipeline.config import Params
-from pipeline.images import from_uint16
+from pipeline.tiling import bicubic_upscale
+
+# Crops converted and resized per batch: bounded working memory at any split size.
+LOAD_BATCH = 256
 
 
-def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path) -> Path:
-    """Where the images of `classifier.input` live (ingest keeps `hr` beside `crops`)."""
-    return {"raw": crops_dir, "hr": crops_dir.with_name("hr"), "sr": sr_dir / "sr",
-            "bicubic": sr_dir / "bicubic"}[input_kind]
+def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path | None) -> Path:
+    """Where the images of `classifier.input` are read from (ingest keeps `hr` beside
+    `crops`; `bicubic` is made at load time from the acquired crops). A stage that reads
+    no SR images passes sr_dir None."""
+    if input_kind == "sr" and sr_dir is None:
+        raise PipelineError("this stage reads no SR images (classifier.input sr)")
+    if input_kind == "sr":
+        return sr_dir / "sr"
+    return {"raw": crops_dir, "hr": crops_dir.with_name("hr"), "bicubic": crops_dir}[input_kind]
 
 
 def acquired_size(params: Params) -> int:
@@ -35,6 +49,22 @@ def arrival_size(params: Params, input_kind: str | None = None) -> int:
     return acquired_size(params) * params.sr.scale
 
 
+def sr_storage_size(params: Params) -> int:
+    """Edge sr_infer stores SR images at: the classifier's size when it reads them smaller
+    than they arrive (sr.store_full_size false), else crop x scale."""
+    full = arrival_size(params, "sr")
+    size = params.classifier.image_size
+    if params.sr.store_full_size or size == "auto" or int(size) >= full:
+        return full
+    return int(size)
+
+
+def sr_as_stored(sr_images: torch.Tensor, size: int) -> torch.Tensor:
+    """SR output as sr_infer stores it and evaluate reads it back: resized to `size` when
+    smaller, on the uint16 cache grid. predict repeats exactly this."""
+    return on_cache_grid(to_classifier_size(sr_images.clamp(0, 1), size))
+
+
 def classifier_image_size(params: Params) -> int:
     """classifier.image_size, with auto meaning the size the input arrives at."""
     size = params.classifier.image_size
@@ -50,27 +80,53 @@ def to_classifier_size(image: torch.Tensor, size: int) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
-def load_images(folder: Path, crop_ids: list[str], size: int) -> torch.Tensor:
-    """(N, 1, size, size) float32 in [0, 1]; SR images are downsized with antialiasing."""
-    if not crop_ids:
-        return torch.zeros(0, 1, size, size)
-    out = torch.empty(len(crop_ids), 1, size, size)
-    for index, crop_id in enumerate(crop_ids):
+def on_cache_grid(image: torch.Tensor) -> torch.Tensor:
+    """`image` rounded to the uint16 cache's grid (images.quantise, in torch): a bicubic
+    image made at load time is what storing it at 16 bits and reading it back gave."""
+    return torch.round(image.clamp(0, 1) * 65535.0) / 65535.0
+
+
+def read_stack(folder: Path, crop_ids: list[str]) -> np.ndarray:
+    """The crops' uint16 caches as one (N, 1, h, w) array."""
+    arrays = []
+    for crop_id in crop_ids:
         path = folder / f"{crop_id}.npy"
         if not path.is_file():
             raise PipelineError(f"{path}: missing image for crop {crop_id}; rerun the stage "
                                 "that writes it")
-        out[index] = to_classifier_size(torch.from_numpy(from_uint16(load_array(path)))[None],
-                                        size)[0]
+        arrays.append(load_array(path))
+    return np.stack(arrays)
+
+
+def load_images(folder: Path, crop_ids: list[str], size: int, upscale: int = 1,
+                device: torch.device | None = None) -> torch.Tensor:
+    """(N, 1, size, size) float32 in [0, 1] on the CPU: optionally bicubic x`upscale` (on
+    the cache grid), then resized to `size` with antialiasing where it differs."""
+    if not crop_ids:
+        return torch.zeros(0, 1, size, size)
+    stack = read_stack(folder, crop_ids)
+    device = device or torch.device("cpu")
+    out = torch.empty(len(crop_ids), 1, size, size)
+    for first in range(0, len(stack), LOAD_BATCH):
+        batch = torch.from_numpy(stack[first:first + LOAD_BATCH].astype(np.float32))
+        batch = batch.to(device) / 65535.0
+        if upscale > 1:
+            batch = on_cache_grid(bicubic_upscale(batch, upscale))
+        out[first:first + len(batch)] = to_classifier_size(batch, size).cpu()
     return out
 
 
-def load_classifier_images(params: Params, folder: Path, crop_ids: list[str]) -> torch.Tensor:
-    """The images the classifier sees: at classifier_image_size, then params.preprocess."""
+def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_dir: Path | None,
+                           crop_ids: list[str], device: torch.device | None = None
+                           ) -> torch.Tensor:
+    """The images the classifier sees for `input_kind`: at classifier_image_size, then
+    params.preprocess."""
     from pipeline.preprocess import preprocess_images
 
-    return preprocess_images(load_images(folder, crop_ids, classifier_image_size(params)),
-                             params.preprocess)
+    upscale = params.sr.scale if input_kind == "bicubic" else 1
+    images = load_images(image_folder(input_kind, crops_dir, sr_dir), crop_ids,
+                         classifier_image_size(params), upscale, device)
+    return preprocess_images(images, params.preprocess)
 
 
 def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.DataFrame:

@@ -3,21 +3,73 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import random
 import resource
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.common import PipelineError, console
 
+# Where the per-GPU lock files live: one folder per machine and user, shared by every
+# pipeline process (a queued experiment runs in its own copy of the repository, so a
+# folder inside the repository would not be seen by the others). PIPELINE_GPU_LOCKS
+# moves it, for instance to a folder several users share.
+GPU_LOCK_DIR_ENV = "PIPELINE_GPU_LOCKS"
+_held_locks: list = []  # open lock files: a lock lasts as long as the process
+
+
+def gpu_lock_dir() -> Path:
+    default = Path(tempfile.gettempdir()) / f"tdp43-pipeline-gpu-locks-{os.getuid()}"
+    return Path(os.environ.get(GPU_LOCK_DIR_ENV, default))
+
+
+def claim_gpu(count: int, lock_dir: Path) -> tuple[int, bool]:
+    """(index of the first of `count` GPUs no other pipeline process holds, whether it was
+    free). The claim is an exclusive flock on `lock_dir/gpu<i>.lock`, held until this
+    process exits (the kernel drops it even after a crash, so a lock is never stale).
+    With every GPU held, the one this process shares is chosen by its pid, so a queue with
+    more workers than GPUs still spreads over all of them."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        handle = open(lock_dir / f"gpu{index}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _held_locks.append(handle)
+        return index, True
+    return os.getpid() % count, False
+
 
 def resolve_device(name: str):
-    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly."""
+    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly.
+
+    `auto` on a machine with several GPUs claims one that no other pipeline process holds
+    (claim_gpu), so `dvc queue start -j N` on N GPUs runs one experiment per GPU. A
+    process started by torchrun uses its LOCAL_RANK's GPU instead."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count == 1 or "LOCAL_RANK" in os.environ:
+            return torch.device("cuda")
+        index, free = claim_gpu(count, gpu_lock_dir())
+        if not free:
+            console.print(f"[bold yellow]warning:[/] all {count} GPUs are held by other "
+                          f"pipeline processes; sharing cuda:{index}", highlight=False)
+        torch.cuda.set_device(index)
+        return torch.device(f"cuda:{index}")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise PipelineError(f"params.yaml: device: {name!r} asked for but no CUDA device is "

@@ -20,7 +20,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import load_params
-from pipeline.datasets import image_folder, load_classifier_images, split_subset
+from pipeline.datasets import load_classifier_images, split_subset
 from pipeline.device import resolve_device
 from pipeline.explain import class_names_from, save_gradcam_grid
 from pipeline.inference import (
@@ -80,6 +80,27 @@ def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.
             "infer_images_per_s": round(len(images) / batched, 2)}
 
 
+def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
+    """The console line of a finished evaluation, and warnings a reader must not miss."""
+    c, s = metrics["crop"], metrics["sample"]
+    sample_part = (f"sample AUC {s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
+                   f"{thresholds['sample']:.3g}" if metrics["sample_level_estimable"]
+                   else "sample level not estimable")
+    console.print(f"{backbone} test: crop AUC {c['auc']:.3f} "
+                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] balanced acc "
+                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; {sample_part} "
+                  f"({thresholds['rule']} on validation)"
+                  + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
+    if metrics["collapsed"]:
+        console.print(f"[bold yellow]warning:[/] {backbone} gives every test crop nearly "
+                      f"the same probability (spread {metrics['prob_spread']:.2g}): a collapsed "
+                      "model; its AUC is not a finding", highlight=False)
+    if not metrics["sample_level_estimable"]:
+        console.print("[bold yellow]warning:[/] the test split has fewer than 2 samples of a "
+                      "class: sample-level figures are not estimable", highlight=False)
+
+
+
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,15 +118,16 @@ def main() -> None:
     device = resolve_device(params.device)
     split_frame = pd.read_csv(args.split)
     test = split_subset(split_frame, "test")
-    folder = image_folder(cp.input, args.crops, args.sr)
-    images = load_classifier_images(params, folder, test["crop_id"].tolist())
+    images = load_classifier_images(params, cp.input, args.crops, args.sr,
+                                    test["crop_id"].tolist(), device)
     model = load_trained(args.model, args.backbone).to(device)
     if cp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     val = val_images = None
     if cp.threshold == "youden":
         val = split_subset(split_frame, "val", hint="or set classifier.threshold to a number")
-        val_images = load_classifier_images(params, folder, val["crop_id"].tolist())
+        val_images = load_classifier_images(params, cp.input, args.crops, args.sr,
+                                            val["crop_id"].tolist(), device)
     thresholds = validation_thresholds(model, val_images, val, device, cp)
     predictions, report = score_split(model, images, test, device, cp, params.seed, thresholds)
     trained = json.loads(args.train_metrics.read_text())
@@ -130,23 +152,7 @@ def main() -> None:
         predictions["label"].to_numpy(), predictions["prob"].to_numpy())})
     write_json_atomic(args.out / "metrics.json", metrics)
     write_environment(args.out / "metrics.json", device)
-    c, s = report["crop"], report["sample"]
-    sample_part = (f"sample AUC {s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
-                   f"{thresholds['sample']:.3g}" if metrics["sample_level_estimable"]
-                   else "sample level not estimable")
-    console.print(f"{args.backbone} test: crop AUC {c['auc']:.3f} "
-                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] balanced acc "
-                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; {sample_part} "
-                  f"({thresholds['rule']} on validation)"
-                  + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
-    if metrics["collapsed"]:
-        console.print(f"[bold yellow]warning:[/] {args.backbone} gives every test crop nearly "
-                      f"the same probability (spread {metrics['prob_spread']:.2g}): a collapsed "
-                      "model; its AUC is not a finding", highlight=False)
-    if not metrics["sample_level_estimable"]:
-        console.print("[bold yellow]warning:[/] the test split has fewer than 2 samples of a "
-                      "class: sample-level figures are not estimable", highlight=False)
-
+    print_summary(args.backbone, metrics, thresholds)
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.common import (
     PipelineError,
     atomic_path,
+    bytes_under,
     check_raw_dir,
     console,
     progress,
@@ -285,6 +286,7 @@ def main() -> None:
         staging.unlink()
         result = ingest_crops(args.raw_dir, staging / "crops", params.data)
         write_csv_atomic(staging / "manifest.csv", result.manifest)
+        result.metrics["bytes_written"] = bytes_under(staging)
         if args.out.exists():
             shutil.rmtree(args.out)
     write_csv_atomic(args.report, pd.DataFrame(result.problems, columns=["path", "problem"]))

@@ -36,12 +36,13 @@ from pipeline.common import (
     write_csv_atomic,
 )
 from pipeline.config import DataParams
-from pipeline.datasets import to_classifier_size
+from pipeline.datasets import on_cache_grid, sr_as_stored, to_classifier_size
 from pipeline.device import resolve_device
-from pipeline.images import AboveBitDepthError, BadImageError, quantise
+from pipeline.images import AboveBitDepthError, BadImageError
 from pipeline.inference import decide, predict_proba, sample_predictions
 from pipeline.ingest import BadFiles, collect_sample_crops, prepare_crop
 from pipeline.preprocess import preprocess_images
+from pipeline.tiling import bicubic_upscale
 
 
 def find_sample_folders(input_dir: Path, group_regex: str) -> list[Path]:
@@ -106,19 +107,17 @@ class BundleClassifier:
         kind = self.bundle["input"]
         stack = originals if kind == "hr" else acquired
         batch = torch.from_numpy(np.stack(stack))[:, None]
-        if kind in ("sr", "bicubic"):
-            scale = self.bundle["sr_scale"]
-            if kind == "sr":
-                from pipeline.tiling import upscale_tiled
+        scale = self.bundle["sr_scale"]
+        if kind == "sr":
+            from pipeline.tiling import upscale_tiled
 
-                sr = self.bundle["sr"]
-                batch = upscale_tiled(self.generator, batch, scale, sr["tile"],
-                                      sr["tile_overlap"], sr["batch"], sr["precision"])
-            else:
-                from pipeline.sr_metrics import bicubic_upscale
-
-                batch = bicubic_upscale(batch, scale)
-            batch = torch.from_numpy(quantise(batch.clamp(0, 1).cpu().numpy()))
+            sr = self.bundle["sr"]
+            batch = upscale_tiled(self.generator, batch, scale, sr["tile"], sr["tile_overlap"],
+                                  sr["batch"], sr["precision"])
+            # as sr_infer stored it (bundles from before store_size: at full size)
+            batch = sr_as_stored(batch.cpu(), sr.get("store_size", batch.shape[-1]))
+        elif kind == "bicubic":  # as the training stages make it at load time
+            batch = on_cache_grid(bicubic_upscale(batch, scale))
         batch = to_classifier_size(batch, self.bundle["image_size"])
         return preprocess_images(batch, self.preprocess)
 

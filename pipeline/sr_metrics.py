@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from models.basicsr_compat import calculate_psnr_pt, calculate_ssim_pt
 from models.sr import build_generator
 from pipeline.device import autocast_for
+from pipeline.tiling import bicubic_upscale
 
 
 def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> torch.Tensor:
@@ -23,10 +24,6 @@ def ssim_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -
     """SSIM per image: 11x11 Gaussian window (sigma 1.5) over valid positions only (no zero
     padding), on the 0-255 scale, border cropped: basicsr's port of Wang et al.'s MATLAB code."""
     return calculate_ssim_pt(pred, target, crop_border=crop_border)
-
-
-def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 @torch.no_grad()

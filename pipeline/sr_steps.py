@@ -77,6 +77,10 @@ class SRTraining:
     seconds: float = 0.0
     log: list[dict] = field(default_factory=list)
     phase1: dict = field(default_factory=dict)  # best phase-1 validation: scores, state, step
+    # Per loss: whether any step since `checked_at` gave a non-finite value. Kept on the
+    # device and read only by raise_if_nonfinite, so no step waits for the GPU.
+    nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
+    checked_at: int = 0
 
 
 def _milestones(fractions: list[float], iters: int) -> list[int]:
@@ -145,13 +149,25 @@ def restore(run: SRTraining, state: dict) -> None:
     run.seconds = state["train_seconds"]
 
 
-def _check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
+def _note_finite(run: SRTraining, losses: dict[str, torch.Tensor]) -> None:
     for name, value in losses.items():
-        if not torch.isfinite(value):
+        bad = ~torch.isfinite(value.detach())
+        run.nonfinite[name] = run.nonfinite[name] | bad if name in run.nonfinite else bad
+
+
+def raise_if_nonfinite(run: SRTraining) -> None:
+    """Stop if a loss was non-finite since the last check (one wait for the device). Called
+    before every validation and checkpoint, so a diverged step never reaches disk."""
+    if run.nonfinite:
+        flags = torch.stack(list(run.nonfinite.values())).cpu().tolist()
+        bad = [name for name, flag in zip(run.nonfinite, flags) if flag]
+        if bad:
             raise PipelineError(
-                f"non-finite loss at iteration {iteration}: {name} = {value.item()}; the run "
-                "stopped and the last good checkpoint was kept. Lower sr.lr_g / sr.lr_d or use "
-                "sr.precision: fp32")
+                f"non-finite {', '.join(bad)} in iterations {run.checked_at + 1}-"
+                f"{run.iteration}; the run stopped and the last good checkpoint was kept. "
+                "Lower sr.lr_g / sr.lr_d or use sr.precision: fp32")
+    run.nonfinite.clear()
+    run.checked_at = run.iteration
 
 
 def batch_indices(n: int, batch: int, seed: int, rank: int, iteration: int) -> torch.Tensor:
@@ -167,7 +183,7 @@ def psnr_step(run: SRTraining, lr_batch, hr_batch, params: SRParams,
     with autocast_for(device, params.precision):
         sr_batch = run.generator_train(lr_batch)
         loss_pixel = F.l1_loss(sr_batch.float(), hr_batch)
-    _check_finite({"loss_pixel": loss_pixel}, run.iteration)
+    _note_finite(run, {"loss_pixel": loss_pixel})
     optimizer = run.optimizers["psnr"]
     optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss_pixel).backward()
@@ -197,8 +213,8 @@ def gan_step(run: SRTraining, lr_batch, hr_batch, params: SRParams,
         # RaGAN: each side is judged relative to the mean score of the other side.
         loss_gan = (gan_loss(real_pred - fake_pred.mean(), False, is_disc=False)
                     + gan_loss(fake_pred - real_pred.mean(), True, is_disc=False)) / 2
-    _check_finite({"loss_pixel": loss_pixel, "loss_perceptual": loss_perceptual,
-                   "loss_gan": loss_gan}, run.iteration)
+    _note_finite(run, {"loss_pixel": loss_pixel, "loss_perceptual": loss_perceptual,
+                       "loss_gan": loss_gan})
     run.optimizers["gan"].zero_grad(set_to_none=True)
     run.scaler.scale(loss_pixel + loss_perceptual + loss_gan).backward()
     run.scaler.step(run.optimizers["gan"])
@@ -211,12 +227,12 @@ def gan_step(run: SRTraining, lr_batch, hr_batch, params: SRParams,
     with autocast_for(device, params.precision):
         real_pred = run.discriminator_train(hr_batch).float()
         loss_d_real = gan_loss(real_pred - fake_reference, True, is_disc=True) * 0.5
-    _check_finite({"loss_d_real": loss_d_real}, run.iteration)
+    _note_finite(run, {"loss_d_real": loss_d_real})
     run.scaler.scale(loss_d_real).backward()
     with autocast_for(device, params.precision):
         fake_pred = run.discriminator_train(fake_input).float()
         loss_d_fake = gan_loss(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
-    _check_finite({"loss_d_fake": loss_d_fake}, run.iteration)
+    _note_finite(run, {"loss_d_fake": loss_d_fake})
     run.scaler.scale(loss_d_fake).backward()
     run.scaler.step(run.optimizers["d"])
     run.schedulers["gan"].step()

@@ -9,6 +9,11 @@ from torch import nn
 from pipeline.device import autocast_for
 
 
+def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline SR is compared with (and the classifier's `bicubic` input)."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Tile origins along one axis: stride tile - 2*overlap, last tile flush with the end."""
     if length <= tile:

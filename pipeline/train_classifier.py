@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from models.classifier import build_classifier
 from models.weights import WeightsError
 from pipeline.augment import build_augmentation
+from pipeline.batches import TrainingBatches, training_batches
 from pipeline.common import (
     PipelineError,
     console,
@@ -41,12 +41,7 @@ from pipeline.common import (
     write_json_atomic,
 )
 from pipeline.config import ClassifierParams, Params, load_params
-from pipeline.datasets import (
-    classifier_image_size,
-    image_folder,
-    load_classifier_images,
-    split_subset,
-)
+from pipeline.datasets import classifier_image_size, load_classifier_images, split_subset
 from pipeline.device import (
     autocast_for,
     effective_precision,
@@ -82,9 +77,7 @@ class TrainingSetup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    loader: DataLoader
-    shuffle: torch.Generator  # the single-process loader's order; checkpointed for resume
-    shard_sampler: DistributedSampler | None
+    batches: TrainingBatches
     augmentation: nn.Module | None
     memory_format: torch.memory_format
 
@@ -145,44 +138,30 @@ def build_model(backbone: str, cp: ClassifierParams, device: torch.device,
     return model, run_model, loaded
 
 
-def build_loader(images: torch.Tensor, labels: np.ndarray, params: Params, device: torch.device,
-                 context: DistContext) -> tuple[DataLoader, torch.Generator,
-                                                DistributedSampler | None]:
-    """Shuffled training batches; under torchrun each rank gets batch_size / world_size."""
-    shuffle = torch.Generator().manual_seed(params.seed)
-    dataset = TensorDataset(images, torch.from_numpy(np.array(labels)).long())
-    workers, pin = params.classifier.num_workers, device.type == "cuda"
-    if not context.enabled:
-        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True,
-                            generator=shuffle, drop_last=len(images) > params.batch_size,
-                            num_workers=workers, pin_memory=pin)
-        return loader, shuffle, None
-    if params.batch_size % context.world_size:
-        raise PipelineError(f"batch_size {params.batch_size} does not divide over "
-                            f"{context.world_size} processes")
-    sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True,
-                                 seed=params.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=params.batch_size // context.world_size,
-                        sampler=sampler, drop_last=True, num_workers=workers, pin_memory=pin)
-    return loader, shuffle, sampler
-
-
 def set_up_training(backbone: str, images: torch.Tensor, labels: np.ndarray, params: Params,
                     device: torch.device, context: DistContext) -> TrainingSetup:
     """Model, Adam with a cosine schedule over all steps, loss, loader, online augmentation."""
     cp = params.classifier
     model, run_model, loaded = build_model(backbone, cp, device, context)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay)
-    loader, shuffle, shard_sampler = build_loader(images, labels, params, device, context)
+    # Fused Adam: one kernel for all parameters instead of a few per tensor (CUDA only;
+    # the CPU keeps the default, whose results the recorded-figures test pins).
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=cp.weight_decay,
+                                 fused=device.type == "cuda" or None)
+    if params.batch_size % context.world_size:
+        raise PipelineError(f"batch_size {params.batch_size} does not divide over "
+                            f"{context.world_size} processes")
+    batches = training_batches(images, torch.from_numpy(np.array(labels)).long(),
+                               params.batch_size, params.seed, device, context.world_size,
+                               context.rank)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=params.epochs * len(loader))
+        optimizer, T_max=params.epochs * len(batches))
     augmentation = build_augmentation(params.augment).to(device) if params.augment.online else None
     return TrainingSetup(
         backbone=backbone, model=model, run_model=run_model, pretrained=loaded,
         optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=cp.precision == "fp16"),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=cp.label_smoothing), loader=loader,
-        shuffle=shuffle, shard_sampler=shard_sampler, augmentation=augmentation,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cp.label_smoothing), batches=batches,
+        augmentation=augmentation,
         memory_format=torch.channels_last if cp.channels_last else torch.contiguous_format)
 
 
@@ -191,7 +170,7 @@ def save_checkpoint(path: Path, config: dict, setup: TrainingSetup, run: RunStat
     save_torch_atomic(path, {
         "config": config, "epoch": run.epoch, "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(), "scheduler": setup.scheduler.state_dict(),
-        "sampler": setup.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+        "sampler": setup.batches.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
         "curves": run.curves, "train_seconds": run.seconds, "images_seen": run.images_seen,
         "best_auc": run.best_auc, "best_epoch": run.best_epoch, "best_state": run.best_state})
 
@@ -201,7 +180,7 @@ def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
     setup.model.load_state_dict(checkpoint["model"])
     setup.optimizer.load_state_dict(checkpoint["optimizer"])
     setup.scheduler.load_state_dict(checkpoint["scheduler"])
-    setup.shuffle.set_state(checkpoint["sampler"])
+    setup.batches.shuffle.set_state(checkpoint["sampler"])
     torch.set_rng_state(checkpoint["torch_rng"])
     return RunState(epoch=checkpoint["epoch"], curves=checkpoint["curves"],
                     best_auc=checkpoint["best_auc"], best_epoch=checkpoint["best_epoch"],
@@ -211,35 +190,50 @@ def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
 
 def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
                     epoch: int) -> tuple[dict, int]:
-    """One pass over the training batches: ({train_loss, train_accuracy, train_auc}, images)."""
+    """One pass over the training batches: ({train_loss, train_accuracy, train_auc,
+    data_seconds, compute_seconds}, images).
+
+    Nothing inside the loop waits for the device: losses, scores and a non-finite flag stay
+    on it and are read once, after the last step. A non-finite loss therefore stops the run
+    at the end of its epoch, before that epoch's checkpoint is written. data_seconds is the
+    host time spent gathering batches (and, on a GPU, waiting to enqueue their copies);
+    compute_seconds is the rest of the epoch, including the final wait for the device.
+    """
     setup.model.train()
-    if setup.shard_sampler is not None:
-        setup.shard_sampler.set_epoch(epoch)  # a different, reproducible shuffle per epoch
+    started, data_seconds = time.perf_counter(), 0.0
     losses, scores, targets = [], [], []
-    for images, labels in setup.loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    for indices in setup.batches.epoch_indices(epoch):
+        gathered = time.perf_counter()
+        images, labels = setup.batches.gather(indices, device)
+        data_seconds += time.perf_counter() - gathered
         if setup.augmentation is not None:
             with torch.no_grad():
                 images = setup.augmentation(images).clamp(0, 1)
         with autocast_for(device, precision):
             logits = setup.run_model(images.contiguous(memory_format=setup.memory_format))
             loss = setup.loss_fn(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise PipelineError(f"{setup.backbone}: non-finite training loss in epoch "
-                                f"{epoch + 1}; lower lr or use classifier.precision: fp32")
         setup.optimizer.zero_grad(set_to_none=True)
         setup.scaler.scale(loss).backward()
         setup.scaler.step(setup.optimizer)
         setup.scaler.update()
         setup.scheduler.step()
-        losses.append(loss.item())
-        scores.append(torch.softmax(logits.detach().float(), 1)[:, 1].cpu())
-        targets.append(labels.cpu())
-    train_scores, train_targets = torch.cat(scores).numpy(), torch.cat(targets).numpy()
-    return {"train_loss": float(np.mean(losses)),
+        loss = loss.detach()
+        nonfinite |= ~torch.isfinite(loss)
+        losses.append(loss)
+        scores.append(torch.softmax(logits.detach().float(), 1)[:, 1])
+        targets.append(labels)
+    if nonfinite.item():  # the epoch's one wait for the device
+        raise PipelineError(f"{setup.backbone}: non-finite training loss in epoch "
+                            f"{epoch + 1}; lower lr or use classifier.precision: fp32")
+    train_loss = float(torch.stack(losses).double().mean())
+    train_scores, train_targets = torch.cat(scores).cpu().numpy(), torch.cat(targets).cpu().numpy()
+    seconds = time.perf_counter() - started
+    return {"train_loss": train_loss,
             "train_accuracy": float((decide(train_scores) == train_targets).mean()),
-            "train_auc": _safe_auc(train_targets, train_scores)}, len(train_targets)
+            "train_auc": _safe_auc(train_targets, train_scores),
+            "data_seconds": data_seconds, "compute_seconds": seconds - data_seconds,
+            }, len(train_targets)
 
 
 def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device: torch.device,
@@ -255,12 +249,39 @@ def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device:
             "val_auc": _safe_auc(labels, scores)}
 
 
+def throughput(curves: list[dict]) -> dict:
+    """Training images/s after warm-up, and where the epochs' time went.
+
+    The first epoch a process runs pays for cuDNN autotuning, torch.compile, allocator
+    growth and cold caches, so `train_images_per_s` leaves it out whenever a later epoch
+    exists (`train_images_per_s_epochs` says which epochs it covers); the figure with it
+    is `train_images_per_s_all`.
+    """
+    # An epoch resumed from a checkpoint written before these figures existed has none:
+    # it counts as warm-up and adds no time.
+    curves = [{"warmup": True, "train_images": 0, "data_seconds": 0.0, "compute_seconds": 0.0}
+              | row for row in curves]
+
+    def rate(rows):
+        seconds = sum(r["data_seconds"] + r["compute_seconds"] for r in rows)
+        return round(sum(r["train_images"] for r in rows) / max(seconds, 1e-9), 2)
+
+    steady = [r for r in curves if not r["warmup"]] or curves
+    data = sum(r["data_seconds"] for r in curves)
+    compute = sum(r["compute_seconds"] for r in curves)
+    return {"train_images_per_s": rate(steady),
+            "train_images_per_s_epochs": [r["epoch"] for r in steady],
+            "train_images_per_s_all": rate(curves),
+            "data_seconds": round(data, 3), "compute_seconds": round(compute, 3),
+            "data_fraction": round(data / max(data + compute, 1e-9), 4)}
+
+
 def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
                   context: DistContext) -> dict:
     """The stage's metrics JSON: best epoch, cost, where the weights came from."""
     return {"best_epoch": run.best_epoch, "best_val_auc": run.best_auc,
-            "train_seconds": round(run.seconds, 2),
-            "train_images_per_s": round(run.images_seen / max(run.seconds, 1e-9), 2),
+            "train_seconds": round(run.seconds, 2), **throughput(run.curves),
+            "train_images_on": setup.batches.placement,
             "peak_memory_mb": round(peak_memory_mb(device), 1),
             "params_millions": round(sum(p.numel() for p in setup.model.parameters()) / 1e6, 3),
             "pretrained": setup.pretrained, "epochs": run.epoch,
@@ -297,12 +318,14 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     with progress() as bar:
         task = bar.add_task(f"train {backbone}", total=params.epochs, completed=run.epoch,
                             status="")
+        first_in_process = run.epoch
         while run.epoch < last:
             started = time.perf_counter()
             trained, images = train_one_epoch(setup, device, params.classifier.precision,
                                               run.epoch)
             run.seconds += time.perf_counter() - started
             run.images_seen += images
+            trained |= {"train_images": images, "warmup": run.epoch == first_in_process}
             trained["train_loss"] = mean_across_ranks(trained["train_loss"], context)
             run.record({"epoch": run.epoch + 1, **trained,
                         **validate(setup.model, val_images, val_labels, device, params.classifier),
@@ -345,8 +368,8 @@ def main() -> None:
     train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(pd.read_csv(args.split), "val")
-    folder = image_folder(params.classifier.input, args.crops, args.sr)
-    val_images = load_classifier_images(params, folder, val["crop_id"].tolist())
+    val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
+                                        val["crop_id"].tolist(), device)
     if train_images.shape[-1] != classifier_image_size(params):
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pipeline.batches import place
 from pipeline.common import (
     PipelineError,
     console,
@@ -57,6 +58,7 @@ from pipeline.sr_steps import (
     checkpoint_state,
     gan_step,
     psnr_step,
+    raise_if_nonfinite,
     restore,
 )
 
@@ -82,7 +84,7 @@ def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: 
     """Score the EMA generator on the validation pairs; log the running losses with it."""
     scores = evaluate_sr(run.ema.model, pairs["val_lr"], pairs["val_hr"], params.scale,
                          device, params.batch_size, params.precision)
-    row = {"iteration": run.iteration, "phase": phase}
+    row = {"iteration": run.iteration, "phase": phase, "train_seconds": round(run.seconds, 4)}
     row |= {k: float(torch.stack(v).mean()) for k, v in running.items() if v}  # one sync
     row |= scores
     run.log.append(row)
@@ -90,15 +92,47 @@ def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: 
     return scores
 
 
+def place_pairs(pairs: dict[str, np.ndarray], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training pairs on the GPU when they fit (a batch is then a gather there), else
+    pinned, so a batch's copy does not wait on pageable memory."""
+    train_lr, placement = place(torch.from_numpy(pairs["train_lr"]), device)
+    train_hr, _ = place(torch.from_numpy(pairs["train_hr"]), device)
+    if placement == "pinned host":
+        train_lr, train_hr = train_lr.pin_memory(), train_hr.pin_memory()
+    return train_lr, train_hr
+
+
+def train_step(run: SRTraining, train_lr: torch.Tensor, train_hr: torch.Tensor,
+               params: SRParams, device: torch.device, seed: int, context: DistContext,
+               running: dict[str, list[torch.Tensor]]) -> str:
+    """One iteration of the current phase; its losses stay on the device in `running`."""
+    memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
+    index = batch_indices(len(train_lr), params.batch_size // context.world_size, seed,
+                          context.rank, run.iteration).to(train_lr.device)
+    lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
+        memory_format=memory_format)
+    hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
+        memory_format=memory_format)
+    phase = "psnr" if run.iteration < params.iters_psnr else "gan"
+    step = psnr_step if phase == "psnr" else gan_step
+    for key, value in step(run, lr_batch, hr_batch, params, device).items():
+        running.setdefault(key, []).append(value)
+    run.scaler.update()
+    run.iteration += 1
+    run.ema.update(run.generator, run.iteration)
+    return phase
+
+
 def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
                 device: torch.device, seed: int, context: DistContext, save, until: int) -> None:
-    """Train from run.iteration up to `until` (both phases), validating and checkpointing."""
-    train_lr = torch.from_numpy(pairs["train_lr"])
-    train_hr = torch.from_numpy(pairs["train_hr"])
-    memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
-    if device.type == "cuda":
-        train_lr, train_hr = train_lr.pin_memory(), train_hr.pin_memory()
-    rank_batch = params.batch_size // context.world_size
+    """Train from run.iteration up to `until` (both phases), validating and checkpointing.
+
+    Steps are timed in chunks that end where the loop waits for the device anyway (the
+    finiteness check before a validation or checkpoint), so on a GPU `run.seconds` is the
+    steps' real time, and validation and checkpoints are not in it.
+    """
+    train_lr, train_hr = place_pairs(pairs, device)
     total = params.iters_psnr + params.iters_gan
     running: dict[str, list[torch.Tensor]] = {}
     if run.iteration == 0 and context.is_main:
@@ -111,30 +145,27 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
     run.discriminator.train()
     with progress() as bar:
         task = bar.add_task("train_sr", total=total, completed=run.iteration, status="")
+        chunk_started = time.perf_counter()
         while run.iteration < until:
-            started = time.perf_counter()
-            index = batch_indices(len(train_lr), rank_batch, seed, context.rank, run.iteration)
-            lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
-                memory_format=memory_format)
-            hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
-                memory_format=memory_format)
-            phase = "psnr" if run.iteration < params.iters_psnr else "gan"
-            step = psnr_step if phase == "psnr" else gan_step
-            for key, value in step(run, lr_batch, hr_batch, params, device).items():
-                running.setdefault(key, []).append(value)
-            run.scaler.update()
-            run.iteration += 1
-            run.ema.update(run.generator, run.iteration)
-            run.seconds += time.perf_counter() - started
+            phase = train_step(run, train_lr, train_hr, params, device, seed, context,
+                               running)
             end_of_phase1 = run.iteration == params.iters_psnr
-            if context.is_main and (end_of_phase1 or run.iteration % params.val_every == 0
-                                    or run.iteration == total):
+            validating = context.is_main and (end_of_phase1 or run.iteration == total
+                                              or run.iteration % params.val_every == 0)
+            saving = end_of_phase1 or (run.iteration % params.checkpoint_every == 0
+                                       and run.iteration < total)
+            checked = validating or saving or run.iteration == until
+            if checked:
+                raise_if_nonfinite(run)  # waits for the device: the chunk's steps are done
+                run.seconds += time.perf_counter() - chunk_started
+            if validating:
                 scores = validate(run, pairs, phase, params, device, running)
                 if phase == "psnr":
                     keep_if_best(run, scores)
-            if end_of_phase1 or (run.iteration % params.checkpoint_every == 0
-                                 and run.iteration < total):
+            if saving:
                 save()
+            if checked:
+                chunk_started = time.perf_counter()
             last = run.log[-1] if run.log else {}
             bar.update(task, completed=run.iteration, status=f"{phase} " + " ".join(
                 f"{k.removeprefix('loss_')}={v:.4g}" for k, v in last.items()
@@ -176,6 +207,24 @@ def with_choice(result: dict, choice: str) -> dict:
                      "metrics": metrics | {"generator": chosen} | candidates[chosen]}
 
 
+def seconds_per_iteration(log: list[dict]) -> dict[str, float | None]:
+    """Steady-state step time per phase from the validation rows' running train_seconds.
+    The first interval of each phase is left out (cuDNN autotuning, allocator growth, the
+    discriminator's first use), unless it is the phase's only one."""
+    intervals: dict[str, list[tuple[int, float]]] = {"psnr": [], "gan": []}
+    for before, after in zip(log, log[1:]):
+        if "train_seconds" in before and "train_seconds" in after:
+            intervals[after["phase"]].append((after["iteration"] - before["iteration"],
+                                              after["train_seconds"] - before["train_seconds"]))
+    rates = {}
+    for phase, chunks in intervals.items():
+        steady = chunks[1:] or chunks
+        iterations = sum(n for n, _ in steady)
+        rates[f"seconds_per_iteration_{phase}"] = (
+            round(sum(t for _, t in steady) / iterations, 5) if iterations else None)
+    return rates
+
+
 def summarise(run: SRTraining, params: SRParams, context: DistContext,
               digests: list[str]) -> dict:
     """Metrics of a finished run: both generators' validation figures (the chosen one's are
@@ -191,6 +240,7 @@ def summarise(run: SRTraining, params: SRParams, context: DistContext,
         "metric_border_px": params.scale,
         "gan_phase_weights": run.weights,
         "train_seconds": round(run.seconds, 2), "iterations": run.iteration,
+        **seconds_per_iteration(run.log),
         "generator_params_millions": round(
             sum(p.numel() for p in run.generator.parameters()) / 1e6, 4),
         "perceptual_loss": "vgg19:" + Path(params.vgg_weights).name if run.perceptual
@@ -218,6 +268,9 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
         console.print(f"SR training already finished for these params ({checkpoint_path})")
         return with_choice(state["result"], params.generator) | {"checkpoint": checkpoint_path}
     seed_everything(seed, deterministic=device.type == "cpu")
+    if device.type == "cuda":
+        # Fixed patch sizes: let cuDNN pick the fastest kernels (not bit-reproducible on GPU).
+        torch.backends.cudnn.benchmark = True
     if params.batch_size % context.world_size:
         raise PipelineError(f"sr.batch_size {params.batch_size} does not divide over "
                             f"{context.world_size} processes")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline import crossval
-from pipeline.common import save_array_atomic
+from pipeline.common import PipelineError, save_array_atomic
 from pipeline.config import load_params
 from pipeline.crossval import summarise
 from pipeline.datasets import load_classifier_images
@@ -47,9 +47,10 @@ def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
     # Watch what run_fold really loads (train, val, test in turn) and scores.
     loaded, scored = [], []
 
-    def watched_load_images(params, folder, crop_ids):
+    def watched_load_images(params, input_kind, crops_dir, sr_dir, crop_ids, device):
+        assert sr_dir is None  # the folds never read SR images
         loaded.append(set(group_of[crop_ids]))
-        return load_classifier_images(params, folder, crop_ids)
+        return load_classifier_images(params, input_kind, crops_dir, sr_dir, crop_ids, device)
 
     def watched_score_split(model, images, split_rows, *args):
         scored.append(set(split_rows["group"]))
@@ -83,6 +84,7 @@ def test_crossval_never_reads_sr_images():
     assert crossval_input("sr") == "bicubic"
     assert {crossval_input(kind) for kind in ("raw", "bicubic", "hr")} == {"raw", "bicubic",
                                                                         "hr"}
-    folder = image_folder(crossval_input("sr"), Path("data/ingested/crops"),
-                          Path("data/sr_images"))
-    assert folder == Path("data/sr_images/bicubic")
+    folder = image_folder(crossval_input("sr"), Path("data/ingested/crops"), None)
+    assert folder == Path("data/ingested/crops")  # bicubic is made from the crops at load
+    with pytest.raises(PipelineError, match="reads no SR images"):
+        image_folder("sr", Path("data/ingested/crops"), None)

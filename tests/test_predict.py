@@ -18,7 +18,7 @@ from models.classifier import build_classifier
 from models.sr import build_generator
 from pipeline.bundle import BundleError, build_bundle, load_bundle
 from pipeline.config import load_params
-from pipeline.datasets import image_folder, load_classifier_images
+from pipeline.datasets import load_classifier_images
 from pipeline.inference import predict_proba
 from pipeline.ingest import ingest_crops
 from pipeline.metrics import choose_threshold, evaluation_report, youden_threshold
@@ -126,9 +126,8 @@ class TrainedRun:
                             torch.device("cpu"), sr.precision)
         model, _ = build_classifier(backbone, "none")
         self.model = model.eval()
-        images = load_classifier_images(
-            self.params, image_folder(classifier_input, self.ingested, self.sr_dir),
-            self.manifest["crop_id"].tolist())
+        images = load_classifier_images(self.params, classifier_input, self.ingested,
+                                        self.sr_dir, self.manifest["crop_id"].tolist())
         cp = self.params.classifier
         self.evaluate_probs = dict(zip(
             self.manifest["path"].str.split("/", n=1).str[1],

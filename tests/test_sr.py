@@ -74,8 +74,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(params, tmp_path):
     poisoned = dict(pairs)
     poisoned["train_hr"] = np.full_like(pairs["train_hr"], np.nan)
     # Poisoned data is another run (another fingerprint) in the same folder: it must stop
-    # at its first step, write no checkpoint of its own and leave the good one untouched.
-    with pytest.raises(PipelineError, match="non-finite loss at iteration 0"):
+    # at its first check (before the first checkpoint, at iteration 2), write no checkpoint
+    # of its own and leave the good one untouched.
+    with pytest.raises(PipelineError, match="non-finite loss_pixel in iterations 1-2"):
         train_sr(poisoned, sr_params, torch.device("cpu"), 0, tmp_path)
     assert list(tmp_path.glob("*.pt")) == [checkpoint]
     assert checkpoint.read_bytes() == saved
@@ -172,3 +173,20 @@ def test_tiling_property_any_size_tile_overlap(height, width, tile, overlap_shar
         full = model(padded)[..., :height * scale, :width * scale]
     tiled = upscale_tiled(model, image, scale, tile=tile, overlap=overlap)
     torch.testing.assert_close(tiled, full, atol=1e-5, rtol=0)
+
+
+def test_steady_step_time_leaves_each_phases_first_interval_out():
+    from pipeline.train_sr import seconds_per_iteration
+
+    log = [{"iteration": 10, "phase": "psnr", "train_seconds": 9.0},   # warm-up inside
+           {"iteration": 20, "phase": "psnr", "train_seconds": 10.0},
+           {"iteration": 30, "phase": "psnr", "train_seconds": 11.0},
+           {"iteration": 40, "phase": "gan", "train_seconds": 20.0},   # D's first steps
+           {"iteration": 50, "phase": "gan", "train_seconds": 22.0},
+           {"iteration": 60, "phase": "gan", "train_seconds": 24.0}]
+    rates = seconds_per_iteration(log)
+    assert rates["seconds_per_iteration_psnr"] == pytest.approx(0.1)  # 20->30 only
+    assert rates["seconds_per_iteration_gan"] == pytest.approx(0.2)   # 40->60
+    only_one = seconds_per_iteration(log[:2])
+    assert only_one["seconds_per_iteration_psnr"] == pytest.approx(0.1)
+    assert only_one["seconds_per_iteration_gan"] is None
