@@ -21,14 +21,18 @@ from pipeline.common import console
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
 
-def run_and_time(command: list[str]) -> tuple[int, list[tuple[str, float]], float]:
-    """Stream `command`'s output; return (exit code, [(stage, seconds)], total seconds)."""
+def run_and_time(command: list[str], timeline: Path | None = None
+                 ) -> tuple[int, list[tuple[str, float]], float]:
+    """Stream `command`'s output; return (exit code, [(stage, seconds)], total seconds).
+    `timeline` gets one CSV row per stage with its wall-clock start and end (Unix seconds),
+    for matching against a GPU utilisation log (bench/gpu_profile.sh)."""
     started = time.perf_counter()
     env = os.environ | {"DVC_NO_ANALYTICS": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, bufsize=1, env=env)
     timings: list[tuple[str, float]] = []
+    wall_starts: list[float] = []
     current, current_start = None, started
     assert process.stdout is not None
     for line in process.stdout:
@@ -39,10 +43,15 @@ def run_and_time(command: list[str]) -> tuple[int, list[tuple[str, float]], floa
             if current:
                 timings.append((current, now - current_start))
             current, current_start = match.group(1), now
+            wall_starts.append(time.time())
     code = process.wait()
     end = time.perf_counter()
     if current:
         timings.append((current, end - current_start))
+    if timeline is not None:
+        rows = ["stage,start,end"] + [f"{stage},{begun:.3f},{begun + seconds:.3f}"
+                                      for (stage, seconds), begun in zip(timings, wall_starts)]
+        timeline.write_text("\n".join(rows) + "\n")
     return code, timings, end - started
 
 
@@ -67,12 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dvc_args", nargs="*", default=["repro"],
                         help="arguments for dvc (default: repro)")
+    parser.add_argument("--timeline", type=Path, help="write each stage's start and end "
+                        "(Unix seconds) to this CSV")
     args = parser.parse_args()
     if not (Path("dvc.yaml").is_file() and Path(".dvc").is_dir()):
         console.print(f"[bold red]error:[/] run this from the project's root folder (the one "
                       f"with dvc.yaml and .dvc/), not {Path.cwd()}", highlight=False)
         sys.exit(2)
-    code, timings, total = run_and_time(["dvc", *args.dvc_args])
+    code, timings, total = run_and_time(["dvc", *args.dvc_args], args.timeline)
     print_timings(timings, total, code)
     sys.exit(code)
 
