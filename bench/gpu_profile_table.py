@@ -63,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    timeline = pd.read_csv(args.out / "timeline.csv")
+    path = args.out / "timeline.csv"  # missing when dvc stopped before any stage ran
+    timeline = (pd.read_csv(path) if path.is_file()
+                else pd.DataFrame(columns=["stage", "start", "end"]))
     samples = read_utilisation(args.out / "util.csv")
     table = stage_table(timeline, samples)
     gpu = args.out / "gpu.txt"
