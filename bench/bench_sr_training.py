@@ -44,8 +44,11 @@ def bare_seconds(sr, device: torch.device, iters: int) -> dict[str, float]:
     lr = torch.rand(sr.batch_size, 1, sr.hr_patch // sr.scale, sr.hr_patch // sr.scale,
                     device=device)
     hr = torch.rand(sr.batch_size, 1, sr.hr_patch, sr.hr_patch, device=device)
-    g_opt = torch.optim.Adam(generator.parameters(), 1e-4)
-    d_opt = torch.optim.Adam(discriminator.parameters(), 1e-4)
+    # As train_sr runs on CUDA: fused Adam, cuDNN autotuning.
+    fused = device.type == "cuda" or None
+    g_opt = torch.optim.Adam(generator.parameters(), 1e-4, fused=fused)
+    d_opt = torch.optim.Adam(discriminator.parameters(), 1e-4, fused=fused)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
 
     def psnr_step():
         with autocast_for(device, sr.precision):

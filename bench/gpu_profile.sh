@@ -8,11 +8,14 @@
 # the profile takes NIH3T3 as the positive class of ../shared/data/nuclei, change
 # POSITIVE for other data. Installs nothing from the network: the non-torch packages
 # come from wheels in .whl/ (bash ../shared/tools/offline-gpu-wheels.sh .whl builds
-# them). GPU_PROFILE_DRY=1 runs the same plumbing at a toy size (CPU is fine).
+# them). GPU=<index> picks the GPU (default 0); GPU_PROFILE_DRY=1 runs the same plumbing
+# at a toy size (CPU is fine).
 set -uo pipefail
 CROPS=$(realpath "$1")
 OUT=$(realpath -m "${2:-/tmp/gpu_profile}")
 POSITIVE=${POSITIVE:-NIH3T3}
+GPU=${GPU:-0}
+export CUDA_VISIBLE_DEVICES=$GPU  # one GPU: utilisation is sampled on that one only
 REPO=$PWD
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1
@@ -31,6 +34,7 @@ rm -rf "$PROJECT" && mkdir -p "$PROJECT"
 git ls-files -z | xargs -0 cp --parents -t "$PROJECT"
 cd "$PROJECT"
 export PYTHONPATH=$PROJECT${PYTHONPATH:+:$PYTHONPATH}
+rm -rf reports  # the committed demo's reports: only this run's may appear in the table
 git init -q && git add -A
 git -c user.name=gpu-profile -c user.email=gpu-profile@example.invalid commit -qm profile
 
@@ -50,10 +54,10 @@ fi
 
 SAMPLER=""
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    nvidia-smi -i "$GPU" --query-gpu=name,memory.total,driver_version --format=csv,noheader \
         > "$OUT/gpu.txt"
-    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits \
-        -lms 500 > "$OUT/util.csv" &
+    nvidia-smi -i "$GPU" --query-gpu=timestamp,utilization.gpu,memory.used \
+        --format=csv,noheader,nounits -lms 500 > "$OUT/util.csv" &
     SAMPLER=$!
 else
     : > "$OUT/util.csv"

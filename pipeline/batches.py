@@ -2,10 +2,10 @@
 
 The training set is already one array (the augment stage's output), so a DataLoader only
 adds per-image indexing, collation and a host round trip per batch. Here the whole set
-sits on the GPU when it fits (else in pinned host memory, copied without blocking), and a
-batch is one indexed gather. The order is DataLoader's own, draw for draw, so runs
-before and after this module train on the same batches (tests/test_batches.py checks
-it against DataLoader).
+sits on the GPU when it fits; otherwise each batch is gathered on the host, copied into
+pinned memory and sent without blocking. A batch is one indexed gather. The order is
+DataLoader's own, draw for draw, so single-process runs before and after this module
+train on the same batches (tests/test_batches.py checks it against DataLoader).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class TrainingBatches:
     drop_last: bool
     shuffle: torch.Generator  # single process: the order's generator, checkpointed
     shard_sampler: DistributedSampler | None
-    placement: str  # "device", "pinned host" or "host"
+    placement: str  # "device", "host, batches pinned" (CUDA) or "host" (CPU)
 
     def __len__(self) -> int:
         count = self.epoch_size() / self.batch_size
@@ -57,6 +57,9 @@ class TrainingBatches:
     def epoch_indices(self, epoch: int) -> list[torch.Tensor]:
         """This epoch's batches as index tensors on the images' device."""
         if self.shard_sampler is not None:
+            # DataLoader without a generator drew its workers' base seed from the global RNG
+            # each epoch; drawing it too keeps later random numbers (dropout) as they were.
+            torch.empty((), dtype=torch.int64).random_()
             self.shard_sampler.set_epoch(epoch)  # a different, reproducible shuffle per epoch
             order = torch.tensor(list(self.shard_sampler), dtype=torch.int64)
         else:
@@ -67,23 +70,36 @@ class TrainingBatches:
     def gather(self, indices: torch.Tensor,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch on `device` (a gather on the device, or a non-blocking pinned copy)."""
-        images, labels = self.images[indices], self.labels[indices]
-        if self.placement == "pinned host":
-            # torch's caching host allocator reuses pinned blocks of a batch's size, so this
-            # is a host memcpy, and the copy below overlaps the previous step's compute.
-            images, labels = images.pin_memory(), labels.pin_memory()
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return (gather_rows(self.images, indices, self.placement, device),
+                gather_rows(self.labels, indices, self.placement, device))
 
 
-def place(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, str]:
-    """The training images on the GPU when they take under DEVICE_SHARE of its free memory,
-    else in pinned host memory (CUDA) or where they are (CPU)."""
+def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
+                device: torch.device) -> torch.Tensor:
+    """tensor[indices] on `device`. From the host to a GPU the rows go through pinned
+    memory (torch's caching host allocator reuses blocks of a batch's size, so this is a
+    memcpy), and the copy overlaps the previous step's compute."""
+    if indices.device != tensor.device:
+        # From pinned memory: a copy from pageable memory would wait for the GPU's queue.
+        indices = indices.pin_memory() if tensor.is_cuda else indices
+        indices = indices.to(tensor.device, non_blocking=True)
+    rows = tensor[indices]
+    if placement == "host, batches pinned":
+        rows = rows.pin_memory()
+    return rows.to(device, non_blocking=True)
+
+
+def place(tensors: list[torch.Tensor], device: torch.device
+          ) -> tuple[list[torch.Tensor], str]:
+    """The tensors all on the GPU when together they take under DEVICE_SHARE of its free
+    memory, else all on the host (batches then go through pinned memory); on a CPU, as
+    they are. One decision for all, so rows of one batch never live on two devices."""
     if device.type != "cuda":
-        return images, "host"
+        return tensors, "host"
     free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() * images.element_size() < DEVICE_SHARE * free:
-        return images.to(device), "device"
-    return images, "pinned host"
+    if sum(t.numel() * t.element_size() for t in tensors) < DEVICE_SHARE * free:
+        return [t.to(device) for t in tensors], "device"
+    return tensors, "host, batches pinned"
 
 
 def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -91,8 +107,7 @@ def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int
                      rank: int = 0) -> TrainingBatches:
     """Shuffled batches of `batch_size`; under torchrun each rank gets its shard and
     batch_size / world_size images per step. A set no larger than one batch is one batch."""
-    placed, placement = place(images, device)
-    labels = labels.to(placed.device)
+    (placed, labels), placement = place([images, labels], device)
     if world_size == 1:
         return TrainingBatches(placed, labels, batch_size, len(images) > batch_size,
                                torch.Generator().manual_seed(seed), None, placement)

@@ -186,7 +186,6 @@ class ClassifierParams:
     precision: str
     channels_last: bool
     compile: bool
-    num_workers: int
     eval_batch_size: int
     bootstrap: int
     # youden (on the validation split, at crop and at sample level) or a fixed probability

@@ -104,12 +104,11 @@ def load_images(folder: Path, crop_ids: list[str], size: int, upscale: int = 1,
     the cache grid), then resized to `size` with antialiasing where it differs."""
     if not crop_ids:
         return torch.zeros(0, 1, size, size)
-    stack = read_stack(folder, crop_ids)
     device = device or torch.device("cpu")
     out = torch.empty(len(crop_ids), 1, size, size)
-    for first in range(0, len(stack), LOAD_BATCH):
-        batch = torch.from_numpy(stack[first:first + LOAD_BATCH].astype(np.float32))
-        batch = batch.to(device) / 65535.0
+    for first in range(0, len(crop_ids), LOAD_BATCH):
+        stack = read_stack(folder, crop_ids[first:first + LOAD_BATCH])
+        batch = torch.from_numpy(stack.astype(np.float32)).to(device) / 65535.0
         if upscale > 1:
             batch = on_cache_grid(bicubic_upscale(batch, upscale))
         out[first:first + len(batch)] = to_classifier_size(batch, size).cpu()

@@ -21,7 +21,8 @@ from pipeline.common import PipelineError, console
 # folder inside the repository would not be seen by the others). PIPELINE_GPU_LOCKS
 # moves it, for instance to a folder several users share.
 GPU_LOCK_DIR_ENV = "PIPELINE_GPU_LOCKS"
-_held_locks: list = []  # open lock files: a lock lasts as long as the process
+_held_locks: dict[str, int] = {}  # lock name -> open descriptor: held until the process exits
+_claimed: dict[str, int] = {}  # "auto" -> the index this process claimed (claimed once)
 
 
 def gpu_lock_dir() -> Path:
@@ -29,45 +30,76 @@ def gpu_lock_dir() -> Path:
     return Path(os.environ.get(GPU_LOCK_DIR_ENV, default))
 
 
-def claim_gpu(count: int, lock_dir: Path) -> tuple[int, bool]:
-    """(index of the first of `count` GPUs no other pipeline process holds, whether it was
-    free). The claim is an exclusive flock on `lock_dir/gpu<i>.lock`, held until this
-    process exits (the kernel drops it even after a crash, so a lock is never stale).
-    With every GPU held, the one this process shares is chosen by its pid, so a queue with
-    more workers than GPUs still spreads over all of them."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
+def gpu_lock_names(count: int) -> list[str]:
+    """One lock name per visible GPU: its UUID, so processes that see the GPUs through
+    different CUDA_VISIBLE_DEVICES still agree on which physical GPU a lock is for."""
+    names = []
     for index in range(count):
-        handle = open(lock_dir / f"gpu{index}.lock", "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        _held_locks.append(handle)
-        return index, True
-    return os.getpid() % count, False
+            names.append(f"gpu-{torch.cuda.get_device_properties(index).uuid}")
+        except Exception:  # no UUID from this driver: fall back to the index
+            names.append(f"gpu{index}")
+    return names
+
+
+def try_lock(lock_dir: Path, name: str) -> bool:
+    """Take the exclusive flock on lock_dir/<name>.lock without waiting; True if taken.
+    The kernel drops it when the process exits, even after a crash: never stale."""
+    if name in _held_locks:
+        return True
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{name}.lock"
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write
+    with contextlib.suppress(OSError):
+        os.fchmod(descriptor, 0o666)  # a shared lock folder: other users reuse the file
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False
+    _held_locks[name] = descriptor
+    return True
+
+
+def claim_gpu(names: list[str], lock_dir: Path) -> tuple[int, bool]:
+    """(index of the first GPU no other pipeline process holds, whether it was free). With
+    every GPU held, the one to share is chosen by the pid, so a queue with more workers
+    than GPUs still spreads over all of them."""
+    for index, name in enumerate(names):
+        if try_lock(lock_dir, name):
+            return index, True
+    return os.getpid() % len(names), False
+
+
+def _claim_for_auto() -> int:
+    count = torch.cuda.device_count()
+    if "LOCAL_RANK" in os.environ:  # torchrun: this rank's GPU is fixed; mark it as used
+        index = int(os.environ["LOCAL_RANK"])
+        if not try_lock(gpu_lock_dir(), gpu_lock_names(count)[index]):
+            console.print(f"[bold yellow]warning:[/] cuda:{index} is also used by another "
+                          "pipeline process", highlight=False)
+        return index
+    index, free = claim_gpu(gpu_lock_names(count), gpu_lock_dir())
+    if not free:
+        console.print(f"[bold yellow]warning:[/] all {count} GPUs are held by other "
+                      f"pipeline processes; sharing cuda:{index}", highlight=False)
+    return index
 
 
 def resolve_device(name: str):
     """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly.
 
     `auto` on a machine with several GPUs claims one that no other pipeline process holds
-    (claim_gpu), so `dvc queue start -j N` on N GPUs runs one experiment per GPU. A
-    process started by torchrun uses its LOCAL_RANK's GPU instead."""
+    (claim_gpu), once per process, so `dvc queue start -j N` on N GPUs runs one experiment
+    per GPU. Under torchrun each rank marks its LOCAL_RANK's GPU as held."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        count = torch.cuda.device_count()
-        if count == 1 or "LOCAL_RANK" in os.environ:
+        if torch.cuda.device_count() == 1:
             return torch.device("cuda")
-        index, free = claim_gpu(count, gpu_lock_dir())
-        if not free:
-            console.print(f"[bold yellow]warning:[/] all {count} GPUs are held by other "
-                          f"pipeline processes; sharing cuda:{index}", highlight=False)
+        if "auto" not in _claimed:
+            _claimed["auto"] = _claim_for_auto()
+        index = _claimed["auto"]
         torch.cuda.set_device(index)
         return torch.device(f"cuda:{index}")
     if name.startswith("cuda"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,11 +22,25 @@ from pipeline.common import console
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
 
+def write_timeline(path: Path, timings: list[tuple[str, float]], wall_starts: list[float]
+                   ) -> None:
+    rows = ["stage,start,end"] + [f"{stage},{begun:.3f},{begun + seconds:.3f}"
+                                  for (stage, seconds), begun in zip(timings, wall_starts)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds through run_and_time's finally
+
+
 def run_and_time(command: list[str], timeline: Path | None = None
                  ) -> tuple[int, list[tuple[str, float]], float]:
     """Stream `command`'s output; return (exit code, [(stage, seconds)], total seconds).
-    `timeline` gets one CSV row per stage with its wall-clock start and end (Unix seconds),
-    for matching against a GPU utilisation log (bench/gpu_profile.sh)."""
+
+    `timeline` gets one CSV row per stage with its wall-clock start and end (Unix
+    seconds), for matching against a GPU utilisation log (bench/gpu_profile.sh). It is
+    rewritten at every stage change and on SIGTERM or Ctrl-C (which also stop dvc), so a
+    run cut short by `timeout` still leaves the stages it got through."""
     started = time.perf_counter()
     env = os.environ | {"DVC_NO_ANALYTICS": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -34,24 +49,31 @@ def run_and_time(command: list[str], timeline: Path | None = None
     timings: list[tuple[str, float]] = []
     wall_starts: list[float] = []
     current, current_start = None, started
-    assert process.stdout is not None
-    for line in process.stdout:
-        sys.stdout.write(line)
-        match = STAGE_LINE.match(line)
-        if match:
-            now = time.perf_counter()
-            if current:
-                timings.append((current, now - current_start))
-            current, current_start = match.group(1), now
-            wall_starts.append(time.time())
-    code = process.wait()
-    end = time.perf_counter()
-    if current:
-        timings.append((current, end - current_start))
-    if timeline is not None:
-        rows = ["stage,start,end"] + [f"{stage},{begun:.3f},{begun + seconds:.3f}"
-                                      for (stage, seconds), begun in zip(timings, wall_starts)]
-        timeline.write_text("\n".join(rows) + "\n")
+    signal.signal(signal.SIGTERM, _terminate)
+    code = 130
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            match = STAGE_LINE.match(line)
+            if match:
+                now = time.perf_counter()
+                if current:
+                    timings.append((current, now - current_start))
+                    if timeline is not None:
+                        write_timeline(timeline, timings, wall_starts)
+                current, current_start = match.group(1), now
+                wall_starts.append(time.time())
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+    finally:
+        end = time.perf_counter()
+        if current:
+            timings.append((current, end - current_start))
+        if timeline is not None:
+            write_timeline(timeline, timings, wall_starts)
     return code, timings, end - started
 
 

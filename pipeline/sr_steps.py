@@ -147,6 +147,7 @@ def restore(run: SRTraining, state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     run.iteration, run.log, run.phase1 = state["iteration"], state["log"], state["phase1"]
     run.seconds = state["train_seconds"]
+    run.checked_at = run.iteration
 
 
 def _note_finite(run: SRTraining, losses: dict[str, torch.Tensor]) -> None:

@@ -62,7 +62,7 @@ from pipeline.distributed import (
 from pipeline.images import from_uint16
 from pipeline.inference import decide, predict_proba
 
-EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap", "num_workers"}
+EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap"}
 
 
 @dataclasses.dataclass

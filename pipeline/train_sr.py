@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.batches import place
+from pipeline.batches import gather_rows, place
 from pipeline.common import (
     PipelineError,
     console,
@@ -92,27 +92,16 @@ def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: 
     return scores
 
 
-def place_pairs(pairs: dict[str, np.ndarray], device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training pairs on the GPU when they fit (a batch is then a gather there), else
-    pinned, so a batch's copy does not wait on pageable memory."""
-    train_lr, placement = place(torch.from_numpy(pairs["train_lr"]), device)
-    train_hr, _ = place(torch.from_numpy(pairs["train_hr"]), device)
-    if placement == "pinned host":
-        train_lr, train_hr = train_lr.pin_memory(), train_hr.pin_memory()
-    return train_lr, train_hr
-
-
 def train_step(run: SRTraining, train_lr: torch.Tensor, train_hr: torch.Tensor,
-               params: SRParams, device: torch.device, seed: int, context: DistContext,
-               running: dict[str, list[torch.Tensor]]) -> str:
+               placement: str, params: SRParams, device: torch.device, seed: int,
+               context: DistContext, running: dict[str, list[torch.Tensor]]) -> str:
     """One iteration of the current phase; its losses stay on the device in `running`."""
     memory_format = torch.channels_last if params.channels_last else torch.contiguous_format
     index = batch_indices(len(train_lr), params.batch_size // context.world_size, seed,
-                          context.rank, run.iteration).to(train_lr.device)
-    lr_batch = train_lr[index].to(device, non_blocking=True).contiguous(
+                          context.rank, run.iteration)
+    lr_batch = gather_rows(train_lr, index, placement, device).contiguous(
         memory_format=memory_format)
-    hr_batch = train_hr[index].to(device, non_blocking=True).contiguous(
+    hr_batch = gather_rows(train_hr, index, placement, device).contiguous(
         memory_format=memory_format)
     phase = "psnr" if run.iteration < params.iters_psnr else "gan"
     step = psnr_step if phase == "psnr" else gan_step
@@ -132,7 +121,10 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
     finiteness check before a validation or checkpoint), so on a GPU `run.seconds` is the
     steps' real time, and validation and checkpoints are not in it.
     """
-    train_lr, train_hr = place_pairs(pairs, device)
+    # The pairs on the GPU when they fit (a batch is then a gather there), else on the
+    # host with each batch copied through pinned memory.
+    (train_lr, train_hr), placement = place(
+        [torch.from_numpy(pairs["train_lr"]), torch.from_numpy(pairs["train_hr"])], device)
     total = params.iters_psnr + params.iters_gan
     running: dict[str, list[torch.Tensor]] = {}
     if run.iteration == 0 and context.is_main:
@@ -147,8 +139,8 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
         task = bar.add_task("train_sr", total=total, completed=run.iteration, status="")
         chunk_started = time.perf_counter()
         while run.iteration < until:
-            phase = train_step(run, train_lr, train_hr, params, device, seed, context,
-                               running)
+            phase = train_step(run, train_lr, train_hr, placement, params, device, seed,
+                               context, running)
             end_of_phase1 = run.iteration == params.iters_psnr
             validating = context.is_main and (end_of_phase1 or run.iteration == total
                                               or run.iteration % params.val_every == 0)

@@ -5,11 +5,13 @@ real concurrent processes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline import device as device_module
@@ -22,7 +24,8 @@ HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from pipeline.device import claim_gpu
-    index, free = claim_gpu(int(sys.argv[1]), Path(sys.argv[2]))
+    names = [f"gpu{i}" for i in range(int(sys.argv[1]))]
+    index, free = claim_gpu(names, Path(sys.argv[2]))
     print(index, free, flush=True)
     sys.stdin.read()
 """)
@@ -60,32 +63,51 @@ def test_concurrent_processes_get_different_gpus_and_a_lock_dies_with_its_proces
                 _stop(process)
 
 
-def test_auto_picks_a_free_gpu_with_a_faked_device_count(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_gpus(tmp_path, monkeypatch):
+    """A CPU machine that says it has GPUs; this process's claims start empty and are
+    released at the end."""
     monkeypatch.setenv(device_module.GPU_LOCK_DIR_ENV, str(tmp_path))
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(device_module, "_claimed", {})
+    held = {}
+    monkeypatch.setattr(device_module, "_held_locks", held)
+    yield chosen
+    for descriptor in held.values():
+        os.close(descriptor)
+
+
+def test_auto_picks_a_free_gpu_with_a_faked_device_count(tmp_path, monkeypatch, fake_gpus):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     holder, held_index, _ = _start_holder(3, tmp_path)  # another pipeline process holds cuda:0
     try:
         assert held_index == 0
         picked = device_module.resolve_device("auto")
-        assert picked == torch.device("cuda:1") and chosen == [1]
-        assert (tmp_path / "gpu1.lock").read_text().strip() != ""  # the holder's pid
+        assert picked == torch.device("cuda:1") and fake_gpus == [1]
+        # claimed once per process: a second stage-level call keeps the same GPU
+        assert device_module.resolve_device("auto") == torch.device("cuda:1")
+        assert sorted(device_module._held_locks) == ["gpu1"]
     finally:
         _stop(holder)
-        for handle in device_module._held_locks:
-            handle.close()
-        device_module._held_locks.clear()
 
 
-def test_one_gpu_or_torchrun_needs_no_claim(tmp_path, monkeypatch):
-    monkeypatch.setenv(device_module.GPU_LOCK_DIR_ENV, str(tmp_path))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+def test_one_gpu_needs_no_claim_and_torchrun_marks_its_rank(tmp_path, monkeypatch, fake_gpus):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert device_module.resolve_device("auto") == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun: distributed.init_distributed picks
-    assert device_module.resolve_device("auto") == torch.device("cuda")
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun: the rank's GPU is given
+    assert device_module.resolve_device("auto") == torch.device("cuda:2")
+    assert sorted(device_module._held_locks) == ["gpu2"]  # so a queued job avoids it
+    assert (tmp_path / "gpu2.lock").exists()
+
+
+def test_a_lock_file_of_another_user_can_still_be_locked(tmp_path):
+    """Lock files are opened read-only (flock needs no write) and made group/world
+    readable, so a folder several users share works."""
+    (tmp_path / "gpu0.lock").touch(mode=0o444)
+    assert device_module.try_lock(tmp_path, "gpu0")
+    os.close(device_module._held_locks.pop("gpu0"))
