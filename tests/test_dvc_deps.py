@@ -380,3 +380,21 @@ if __name__ == "__main__":
         print(f"stage {stage_name}: deps miss {', '.join(files)}")
     for problem in stale_lock_entries():
         print(problem)
+
+
+def test_every_param_a_stage_lists_exists_in_params_yaml():
+    """DVC refuses a stage whose listed param is gone from params.yaml, but only when that
+    stage runs; a key removed from params.yaml must leave dvc.yaml in the same change."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    missing = []
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        for entry in stage.get("do", stage).get("params", []):
+            keys = [entry] if isinstance(entry, str) else []
+            for key in keys:
+                node = params
+                for part in key.split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}: {key}")
+                        break
+                    node = node[part]
+    assert missing == []
