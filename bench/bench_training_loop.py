@@ -72,8 +72,9 @@ def main() -> None:
         metrics = in_pipeline(backbone, device, precision, args.size, args.batch, args.steps)
         ratio = metrics["train_images_per_s"] / bare
         ratios.append(ratio)
+        data_fraction = metrics.get("data_fraction")  # absent before the loop's rewrite
         table.add_row(backbone, f"{bare:.1f}", f"{metrics['train_images_per_s']:.1f}",
-                      f"{ratio:.2f}", f"{metrics['data_fraction']:.3f}")
+                      f"{ratio:.2f}", "-" if data_fraction is None else f"{data_fraction:.3f}")
     console = Console()
     console.print(table)
     console.print("ratios (train_classifier / bare loop): "
