@@ -62,6 +62,13 @@ def _experiment(state: dict, name: str | None) -> Experiment | None:
                       timestamp=data.get("timestamp"), params=params, metrics=metrics)
 
 
+def _running_in_workspace(raw: list[dict]) -> bool:
+    """Whether `dvc exp run` (not queued) is running in the workspace right now."""
+    return any((exp_range.get("executor") or {}).get("name") == "workspace"
+               and (exp_range.get("executor") or {}).get("state") == "running"
+               for state in raw for exp_range in state.get("experiments") or [])
+
+
 def collect_experiments(raw: list[dict]) -> Experiments:
     """Finished experiments from dvc 3's `exp show --json`, and how many were left out why.
 
@@ -74,6 +81,9 @@ def collect_experiments(raw: list[dict]) -> Experiments:
         experiment = _experiment(state, state.get("name"))  # workspace: name null, rev set
         if experiment is None:
             collected.left_out["error"] += 1
+        elif experiment.rev == "workspace" and _running_in_workspace(raw):
+            # Its params.yaml is the running experiment's, its metrics the previous run's.
+            collected.left_out["workspace (an experiment is running in it)"] += 1
         else:
             collected.finished.append(experiment)
         for exp_range in state.get("experiments") or []:

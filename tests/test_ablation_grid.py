@@ -115,6 +115,22 @@ def test_collect_leaves_out_failed_and_queued_and_counts_them():
     assert "1 failed, 1 queued" in grid.describe_left_out(collected.left_out)
 
 
+def test_workspace_is_left_out_while_an_experiment_runs_in_it():
+    """`dvc exp run` in the workspace: params.yaml already holds the running experiment's
+    params (here lr 0.001) while the metrics are still the previous run's, so the workspace
+    row would put old figures in the wrong cell (seen on the real-data grid)."""
+    raw = fake_exp_show()
+    running = exp_range(state("workspace", "next-cell", None, DEMO, "sr", 0.91, lr=0.001),
+                        "running")
+    running["executor"]["name"] = "workspace"
+    raw[1]["experiments"].append(running)
+    collected = collect_experiments(json.loads(json.dumps(raw)))
+    assert "workspace" not in {e.name for e in collected.finished}
+    assert collected.left_out["workspace (an experiment is running in it)"] == 1
+    assert collected.left_out["running"] == 1
+    assert {e.name for e in collect_experiments(fake_exp_show()).finished} >= {"workspace"}
+
+
 def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     collected = collect_experiments(fake_exp_show())
     table, paired, duplicates = ablation.run_ablation(collected.finished, read_predictions,
