@@ -32,22 +32,26 @@ from pipeline.grid import (
     describe_left_out,
     evaluation_rows,
     experiments_from_dvc,
+    format_lr,
     newest_per_cell,
     with_interval,
 )
 from pipeline.metrics import SampleMismatchError, paired_sample_comparison
 
-CELL = ["dataset", "backbone", "input", "generator"]
+# lr and batch size are part of a cell: the study's grid runs in the same project, and
+# an input is only compared with another trained the same way.
+CELL = ["dataset", "lr", "batch_size", "backbone", "input", "generator"]
 TABLE_COLUMNS = [
-    "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "backbone", "input",
-    "generator",
+    "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "lr", "batch_size",
+    "backbone", "input", "generator",
     "sample_auc", "sample_auc_ci_low", "sample_auc_ci_high", "sample_balanced_accuracy",
     "sample_balanced_accuracy_ci_low", "sample_balanced_accuracy_ci_high",
     "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high", "crop_balanced_accuracy",
     "crop_balanced_accuracy_ci_low", "crop_balanced_accuracy_ci_high",
     "test_samples", "experiment", "rev", "timestamp"]
 PAIRED_COLUMNS = [
-    "dataset", "backbone", "generator", "input_a", "input_b", "experiment_a", "experiment_b",
+    "dataset", "lr", "batch_size", "backbone", "generator", "input_a", "input_b",
+    "experiment_a", "experiment_b",
     "samples", "auc_a", "auc_b", "auc_difference", "difference_ci_low", "difference_ci_high",
     "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value", "note"]
 BASELINES = ("bicubic", "hr")  # what sr is tested against
@@ -81,14 +85,16 @@ def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resam
                  seed: int) -> pd.DataFrame:
     """sr (each generator) against bicubic and against hr, per dataset and backbone."""
     rows = []
-    for (dataset, backbone), part in table.groupby(["dataset", "backbone"], sort=True):
+    for (dataset, lr, batch_size, backbone), part in table.groupby(
+            ["dataset", "lr", "batch_size", "backbone"], sort=True):
         by_input = {source: cells for source, cells in part.groupby("input")}
         for sr in by_input.get("sr", pd.DataFrame()).itertuples(index=False):
             for baseline in BASELINES:
                 if baseline not in by_input:
                     continue
                 other = by_input[baseline].iloc[0]
-                row = {"dataset": dataset, "backbone": backbone, "generator": sr.generator,
+                row = {"dataset": dataset, "lr": lr, "batch_size": batch_size,
+                       "backbone": backbone, "generator": sr.generator,
                        "input_a": "sr", "input_b": baseline, "experiment_a": sr.experiment,
                        "experiment_b": other["experiment"], "note": ""}
                 try:
@@ -111,8 +117,10 @@ def run_ablation(experiments: list[Experiment], read_predictions: PredictionsRea
 
 
 def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
-    for dataset, part in table.groupby("dataset", sort=True):
-        shown = Table(title=f"Ablation on held-out test samples, data: {dataset}\n"
+    for (dataset, lr, batch_size), part in table.groupby(["dataset", "lr", "batch_size"],
+                                                         sort=True):
+        shown = Table(title=f"Ablation on held-out test samples, data: {dataset}, lr "
+                            f"{format_lr(lr)}, batch {batch_size}\n"
                             "AUC and balanced accuracy [95% CI, bootstrap over samples]")
         for column in ("backbone", "input", "generator", "sample AUC", "sample bal. acc.",
                        "crop AUC", "crop bal. acc.", "samples", "experiment"):
@@ -123,7 +131,9 @@ def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
             shown.add_row(row["backbone"], str(row["input"]), row["generator"] or "-", *figures,
                           str(row["test_samples"]), str(row["experiment"]))
         console.print(shown)
-        for _, row in paired[paired["dataset"] == dataset].iterrows():
+        same = ((paired["dataset"] == dataset) & (paired["lr"] == lr)
+                & (paired["batch_size"] == batch_size))
+        for _, row in paired[same].iterrows():
             name = f"{row['backbone']}: sr ({row['generator']}) vs {row['input_b']}"
             if row["note"]:
                 console.print(f"{name}: {row['note']}")

@@ -328,3 +328,27 @@ def test_report_with_experiments_writes_its_own_page(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         report.main()
     assert not pipeline_page.exists()
+
+
+def test_a_grid_cell_at_another_lr_does_not_replace_the_ablation_cell():
+    """The grid and the ablation share a project: a newer sr run at lr 0.001 is its own
+    cell, and sr is compared with bicubic only at the lr and batch size both used."""
+    raw = fake_exp_show()
+    raw[1]["experiments"].append(exp_range(
+        state("g1", "grid-lr0.001", "2026-03-09T10:00:00", DEMO, "sr", 0.60,
+              generator="psnr", lr=0.001), "success"))
+    collected = collect_experiments(json.loads(json.dumps(raw)))
+    table, _ = ablation.ablation_table(collected.finished)
+    demo_sr = table[(table["raw_dir"] == "data/demo_raw") & (table["input"] == "sr")
+                    & (table["generator"] == "psnr")].set_index("lr")
+    assert demo_sr.loc[0.0001, "experiment"] == "workspace"
+    assert demo_sr.loc[0.001, "experiment"] == "grid-lr0.001"
+    READS[("g1", "resnet50")] = predictions(0.2, 8)
+    paired = ablation.paired_table(table, read_predictions, 50, 0)
+    at_grid_lr = paired[(paired["lr"] == 0.001) & (paired["dataset"]
+                                                   == demo_sr["dataset"].iloc[0])]
+    assert at_grid_lr.empty  # no bicubic or hr was trained at lr 0.001: nothing to pair
+    default = paired[(paired["lr"] == 0.0001) & (paired["generator"] == "psnr")
+                     & (paired["dataset"] == demo_sr["dataset"].iloc[0])]
+    assert set(default["experiment_a"]) == {"workspace"}
+    del READS[("g1", "resnet50")]
