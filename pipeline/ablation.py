@@ -8,9 +8,16 @@ Reads DVC experiments run over classifier.input (and sr.generator), e.g.
 
 and writes reports/ablation/table.csv, one row per dataset x backbone x input (x SR
 generator) with AUC and balanced accuracy [95% intervals over samples] at sample and
-crop level, and reports/ablation/paired.csv: sr against bicubic and sr against hr per
-backbone and generator, the sample-level AUC difference with DeLong's test and a paired
-bootstrap. "SR helps" is then a paired interval, not two numbers side by side.
+crop level, and reports/ablation/paired.csv: sr against raw, bicubic and hr per backbone
+and generator, the sample-level AUC difference with DeLong's test and a paired bootstrap,
+and the crop-level AUC difference with a paired bootstrap over samples. "SR helps" is
+then a paired interval, not two numbers side by side.
+
+The crop level matters where every input ranks the test samples perfectly (sample AUC
+1.000 for all, DeLong not estimable): differences can then only show in how the crops
+rank. A sample's crops are correlated, so the crop-level interval resamples samples
+(stratified by class) and takes each drawn sample's crops along, the same draws for both
+inputs; crop-level DeLong would treat the crops as independent and is not reported.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
 from pipeline.common import console, stage_main, write_csv_atomic
 from pipeline.compare import describe_p_value
@@ -36,7 +45,16 @@ from pipeline.grid import (
     newest_per_cell,
     with_interval,
 )
-from pipeline.metrics import SampleMismatchError, paired_sample_comparison
+
+# _crop_auc_per_draw is the crop-level AUC per bootstrap draw that evaluate's intervals
+# use; it is shared rather than rewritten so both levels of resampling stay the same.
+from pipeline.metrics import (
+    SampleMismatchError,
+    _crop_auc_per_draw,
+    paired_sample_comparison,
+    sample_level,
+    stratified_sample_draws,
+)
 
 # lr and batch size are part of a cell: the study's grid runs in the same project, and
 # an input is only compared with another trained the same way.
@@ -53,8 +71,12 @@ PAIRED_COLUMNS = [
     "dataset", "lr", "batch_size", "backbone", "generator", "input_a", "input_b",
     "experiment_a", "experiment_b",
     "samples", "auc_a", "auc_b", "auc_difference", "difference_ci_low", "difference_ci_high",
-    "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value", "note"]
-BASELINES = ("bicubic", "hr")  # what sr is tested against
+    "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value",
+    "crops", "crop_auc_a", "crop_auc_b", "crop_auc_difference", "crop_difference_ci_low",
+    "crop_difference_ci_high", "note"]
+# What sr is tested against: the acquired crop itself (is SR worth running at all?),
+# bicubic (does the generator beat plain interpolation?) and hr (how much is left?).
+BASELINES = ("raw", "bicubic", "hr")
 PredictionsReader = Callable[[str, str], pd.DataFrame]  # (rev, backbone) -> predictions.csv
 
 
@@ -81,9 +103,39 @@ def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(shown.stdout))
 
 
+def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
+                           resamples: int, seed: int, alpha: float = 0.05) -> dict:
+    """Crop-level AUC of a against b on the same test crops, with a paired bootstrap
+    interval of the difference that resamples samples (stratified by class).
+
+    Raises SampleMismatchError when the two cover different crops, or place or label a
+    crop differently.
+    """
+    keys = ["crop_id", "group", "label"]
+    left = predictions_a.sort_values("crop_id").reset_index(drop=True)
+    right = predictions_b.sort_values("crop_id").reset_index(drop=True)
+    if len(left) != len(right) or not left[keys].equals(right[keys]):
+        only_a = sorted(set(left["crop_id"]) - set(right["crop_id"]))
+        only_b = sorted(set(right["crop_id"]) - set(left["crop_id"]))
+        detail = (f"{len(only_a)} crops only in the first, {len(only_b)} only in the second"
+                  if only_a or only_b else "the same crops in other samples or classes")
+        raise SampleMismatchError(f"different test crops ({detail})")
+    samples = sample_level(left)
+    draws, negatives = stratified_sample_draws(samples["label"].to_numpy(), resamples, seed)
+    differences = (_crop_auc_per_draw(left, samples["group"], draws, negatives)
+                   - _crop_auc_per_draw(right, samples["group"], draws, negatives))
+    low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
+    auc_a = float(roc_auc_score(left["label"], left["prob"]))
+    auc_b = float(roc_auc_score(right["label"], right["prob"]))
+    return {"crops": len(left), "crop_auc_a": auc_a, "crop_auc_b": auc_b,
+            "crop_auc_difference": auc_a - auc_b, "crop_difference_ci_low": float(low),
+            "crop_difference_ci_high": float(high)}
+
+
 def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resamples: int,
                  seed: int) -> pd.DataFrame:
-    """sr (each generator) against bicubic and against hr, per dataset and backbone."""
+    """sr (each generator) against each baseline input, per dataset and backbone: at
+    sample level (DeLong, paired bootstrap) and crop level (paired bootstrap)."""
     rows = []
     for (dataset, lr, batch_size, backbone), part in table.groupby(
             ["dataset", "lr", "batch_size", "backbone"], sort=True):
@@ -98,15 +150,20 @@ def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resam
                        "input_a": "sr", "input_b": baseline, "experiment_a": sr.experiment,
                        "experiment_b": other["experiment"], "note": ""}
                 try:
-                    row |= paired_sample_comparison(read_predictions(sr.rev, backbone),
-                                                    read_predictions(other["rev"], backbone),
+                    predictions_sr = read_predictions(sr.rev, backbone)
+                    predictions_other = read_predictions(other["rev"], backbone)
+                    row |= paired_sample_comparison(predictions_sr, predictions_other,
                                                     resamples, seed)
+                    row |= paired_crop_comparison(predictions_sr, predictions_other,
+                                                  resamples, seed)
                 except SampleMismatchError as exc:
                     row["note"] = f"not paired: {exc}; the two ran on different test splits"
                 except (ValueError, OSError) as exc:  # too few samples, predictions missing
                     row["note"] = f"not tested: {exc}"
                 rows.append(row)
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    # Counts stay integers in the CSV although a row that could not be paired has none.
+    counts = {"samples": "Int64", "crops": "Int64", "bootstrap_resamples": "Int64"}
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype(counts)
 
 
 def run_ablation(experiments: list[Experiment], read_predictions: PredictionsReader,
@@ -141,7 +198,10 @@ def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
             console.print(f"{name} (sample level, {row['samples']} samples): AUC difference "
                           f"{row['auc_difference']:+.3f} [{row['difference_ci_low']:+.3f}, "
                           f"{row['difference_ci_high']:+.3f}], DeLong p = "
-                          f"{describe_p_value(row['delong_p_value'])}")
+                          f"{describe_p_value(row['delong_p_value'])}; crop level "
+                          f"({row['crops']} crops): {row['crop_auc_difference']:+.3f} "
+                          f"[{row['crop_difference_ci_low']:+.3f}, "
+                          f"{row['crop_difference_ci_high']:+.3f}]")
 
 
 @stage_main

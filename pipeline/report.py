@@ -231,8 +231,9 @@ def ablation_section(reports: Path) -> str:
     out = ("<h2>Does SR help? (ablation)</h2><p class='note'>The same backbones trained on "
            "each input (raw acquired crops, bicubic, SR, the original hr crops), tested on "
            "held-out samples; 95% intervals from a bootstrap over samples. The paired "
-           "comparisons test the sample-level AUC of SR against bicubic and against hr on "
-           "the same test samples (DeLong; paired bootstrap).</p>")
+           "comparisons set SR against raw, bicubic and hr on the same test samples: "
+           "sample-level AUC (DeLong; paired bootstrap) and crop-level AUC (paired "
+           "bootstrap over samples, each drawn sample with all its crops).</p>")
     for dataset, part in table.groupby("dataset", sort=True):
         shown = pd.DataFrame({
             "backbone": part["backbone"], "input": part["input"],
@@ -248,17 +249,21 @@ def ablation_section(reports: Path) -> str:
         rows = paired[paired["dataset"] == dataset]
         if rows.empty:
             continue
-        difference = rows.apply(lambda r: "" if pd.isna(r["auc_difference"]) else
-                                f"{r['auc_difference']:+.3f} [{r['difference_ci_low']:+.3f}, "
-                                f"{r['difference_ci_high']:+.3f}]", axis=1)
+        difference, crop_difference = (
+            rows.apply(lambda r, key=key, ci=ci: "" if pd.isna(r[key]) else
+                       f"{r[key]:+.3f} [{r[ci + '_low']:+.3f}, {r[ci + '_high']:+.3f}]",
+                       axis=1)
+            for key, ci in (("auc_difference", "difference_ci"),
+                            ("crop_auc_difference", "crop_difference_ci")))
         p_value = rows["delong_p_value"].map(
             lambda p: "not estimable" if pd.isna(p) else f"{p:.3g}")
         out += _table(pd.DataFrame({
             "backbone": rows["backbone"],
             "comparison": "sr (" + rows["generator"].fillna("").astype(str) + ") vs " +
                           rows["input_b"].astype(str),
-            "samples": rows["samples"], "AUC difference [95% CI]": difference,
+            "samples": rows["samples"], "sample AUC difference [95% CI]": difference,
             "DeLong p": p_value.where(rows["note"].fillna("") == "", ""),
+            "crop AUC difference [95% CI]": crop_difference,
             "note": rows["note"].fillna("")}))
     return out
 

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from pipeline import ablation, grid, report
 from pipeline.grid import collect_experiments, grid_table, print_grid
@@ -162,6 +163,17 @@ def test_ablation_tables_per_dataset_with_paired_tests(capsys):
                 assert row["auc_difference"] == 0 and pd.isna(row["delong_p_value"])
             else:
                 assert 0 < row["delong_p_value"] <= 1
+            assert row["crops"] == 36
+            assert (row["crop_difference_ci_low"] <= row["crop_auc_difference"]
+                    <= row["crop_difference_ci_high"])
+    gan_vs_hr = rows.loc[(demo_name, "gan", "hr")]  # perfect crops on both sides
+    assert gan_vs_hr["crop_auc_a"] == gan_vs_hr["crop_auc_b"] == 1.0
+    assert gan_vs_hr["crop_difference_ci_low"] == gan_vs_hr["crop_difference_ci_high"] == 0
+    psnr_vs_bicubic = rows.loc[(demo_name, "psnr", "bicubic")]
+    sr_crops, bicubic_crops = READS[("workspace", "resnet50")], READS[("e2", "resnet50")]
+    assert psnr_vs_bicubic["crop_auc_difference"] == pytest.approx(
+        roc_auc_score(sr_crops["label"], sr_crops["prob"])
+        - roc_auc_score(bicubic_crops["label"], bicubic_crops["prob"]))
     gan_vs_bicubic = rows.loc[(demo_name, "gan", "bicubic")]
     assert gan_vs_bicubic["experiment_a"] == "sr-gan"
     assert gan_vs_bicubic["experiment_b"] == "bicubic-new"
@@ -174,7 +186,41 @@ def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     assert out.count("Ablation on held-out test samples, data:") == 2
     assert "data/demo_raw, crops as they are" in out and "/data/tdp43, acquired at 1/4" in out
     assert "sr (gan) vs hr" in out and "different test splits" in out
-    assert "DeLong p = not estimable" in out
+    assert "DeLong p = not estimable" in out and "crop level (36 crops)" in out
+
+
+def test_crop_level_difference_resamples_samples_not_crops():
+    """With every crop of a sample scored alike and as many crops per sample, crop AUC is
+    sample AUC, and a bootstrap that draws whole samples gives the sample-level paired
+    interval exactly; one that drew crops as independent would be far narrower."""
+    def spread(frame: pd.DataFrame, crops_per_sample: int) -> pd.DataFrame:
+        samples = frame.groupby("group", sort=True).agg(label=("label", "first"),
+                                                        prob=("prob", "mean"))
+        return pd.DataFrame([{"crop_id": f"{g}_{c}", "group": g, "label": int(r.label),
+                              "prob": r.prob} for g, r in samples.iterrows()
+                             for c in range(crops_per_sample)])
+
+    a, b = spread(predictions(0.4, 11), 20), spread(predictions(0.3, 12), 20)
+    crop = ablation.paired_crop_comparison(a, b, resamples=300, seed=5)
+    sample = ablation.paired_sample_comparison(a, b, resamples=300, seed=5)
+    assert crop["crops"] == 240
+    assert crop["crop_auc_difference"] == pytest.approx(sample["auc_difference"])
+    assert crop["crop_difference_ci_low"] == pytest.approx(sample["difference_ci_low"])
+    assert crop["crop_difference_ci_high"] == pytest.approx(sample["difference_ci_high"])
+    assert crop["crop_difference_ci_high"] - crop["crop_difference_ci_low"] > 0.05
+
+    same = ablation.paired_crop_comparison(a, a.sample(frac=1, random_state=0), 100, 0)
+    assert same["crop_auc_difference"] == 0
+    assert same["crop_difference_ci_low"] == same["crop_difference_ci_high"] == 0
+
+
+def test_crop_level_difference_needs_the_same_crops():
+    a = predictions(0.4, 1)
+    with pytest.raises(ablation.SampleMismatchError, match="1 crops only in the first"):
+        ablation.paired_crop_comparison(a, a.iloc[1:], 50, 0)
+    relabelled = a.assign(group=a["group"].where(a.index != 0, "S11"))
+    with pytest.raises(ablation.SampleMismatchError, match="other samples or classes"):
+        ablation.paired_crop_comparison(a, relabelled, 50, 0)
 
 
 def test_ablation_cli_writes_both_files(tmp_path, monkeypatch):
@@ -285,7 +331,7 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
     assert "vgg16: <code>features.29" in page and "resnet50: <code>layer4" in page
     assert page.count("<h3>Data: ") == 2  # one ablation table per dataset
     assert "sr (gan) vs hr" in page and "different test splits" in page
-    assert "not estimable" in page
+    assert "not estimable" in page and "crop AUC difference [95% CI]" in page
     section = page.split("Does SR help?")[1].split("<h2>")[0]
     assert "NaN" not in section and "nan" not in section and "None" not in section
 
