@@ -94,13 +94,23 @@ def print_timings(timings: list[tuple[str, float]], total: float, code: int = 0)
     console.print(table)
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """run_demo's own options first, then dvc's arguments as they are, options included
+    (`exp run -S lr=0.0005`); a `--` between the two is accepted and dropped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dvc_args", nargs="*", default=["repro"],
-                        help="arguments for dvc (default: repro)")
     parser.add_argument("--timeline", type=Path, help="write each stage's start and end "
                         "(Unix seconds) to this CSV")
-    args = parser.parse_args()
+    parser.add_argument("dvc_args", nargs=argparse.REMAINDER,
+                        help="arguments for dvc, after run_demo's own (default: repro)")
+    args = parser.parse_args(argv)
+    if args.dvc_args[:1] == ["--"]:
+        args.dvc_args = args.dvc_args[1:]
+    args.dvc_args = args.dvc_args or ["repro"]
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     if not (Path("dvc.yaml").is_file() and Path(".dvc").is_dir()):
         console.print(f"[bold red]error:[/] run this from the project's root folder (the one "
                       f"with dvc.yaml and .dvc/), not {Path.cwd()}", highlight=False)

@@ -157,6 +157,19 @@ def test_run_demo_refuses_outside_the_project_root(tmp_path):
     assert "Stage times" not in said and "cached" not in said
 
 
+def test_run_demo_passes_dvc_options_through():
+    """The README's `run_demo exp run -S lr=0.0005`: dvc's options are dvc's, not argparse
+    errors; gpu_profile.sh's `--timeline T -- exp run ...` means the same."""
+    from pipeline.run_demo import parse_arguments
+
+    assert parse_arguments([]).dvc_args == ["repro"]
+    assert parse_arguments(["exp", "run", "-S", "lr=0.0005"]).dvc_args == [
+        "exp", "run", "-S", "lr=0.0005"]
+    with_timeline = parse_arguments(["--timeline", "t.csv", "--", "exp", "run", "-S", "x=1"])
+    assert with_timeline.dvc_args == ["exp", "run", "-S", "x=1"]
+    assert str(with_timeline.timeline) == "t.csv"
+
+
 def test_ingest_names_the_file_brighter_than_the_declared_depth_and_the_fix(tmp_path):
     raw = _camera_crops(tmp_path / "raw", peak=4095)
     with pytest.raises(PipelineError, match=r"0\.tif: has values up to 4095, above the 10-bit "
