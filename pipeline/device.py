@@ -47,15 +47,31 @@ def try_lock(lock_dir: Path, name: str) -> bool:
     The kernel drops it when the process exits, even after a crash: never stale."""
     if name in _held_locks:
         return True
-    lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / f"{name}.lock"
-    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write
+    try:
+        if not lock_dir.is_dir():
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            if GPU_LOCK_DIR_ENV in os.environ:  # a folder for several users: like /tmp
+                with contextlib.suppress(OSError):
+                    os.chmod(lock_dir, 0o1777)
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write
+    except OSError as error:  # a folder another user made without write access for us
+        console.print(f"[bold yellow]warning:[/] cannot use the GPU lock {path} ({error}); "
+                      f"that GPU counts as held. Set {GPU_LOCK_DIR_ENV} to a folder every "
+                      "user can write (chmod 1777)", highlight=False)
+        return False
     with contextlib.suppress(OSError):
         os.fchmod(descriptor, 0o666)  # a shared lock folder: other users reuse the file
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except BlockingIOError:  # another process holds it
         os.close(descriptor)
+        return False
+    except OSError as error:  # no flock on this file system (some NFS mounts)
+        os.close(descriptor)
+        console.print(f"[bold yellow]warning:[/] cannot lock {path} ({error}); that GPU "
+                      f"counts as held. Set {GPU_LOCK_DIR_ENV} to a local folder",
+                      highlight=False)
         return False
     _held_locks[name] = descriptor
     return True
@@ -122,6 +138,32 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random streams a resumed run continues: the CPU's and, on CUDA, the stage's
+    GPU's (dropout and on-device augmentation draw there). Only that GPU's: reading every
+    GPU's would start a CUDA context on GPUs that other processes have claimed."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict[str, torch.Tensor] | torch.Tensor,
+                      device: torch.device) -> None:
+    """Undo rng_state. A bare tensor is a checkpoint written before the GPU's stream was
+    saved: the CPU's is restored and the GPU's restarts from the seed, as it did then."""
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -81,12 +81,29 @@ def replica_digests(model: nn.Module, context: DistContext) -> list[str]:
     return gathered
 
 
+def _collective_device() -> torch.device:
+    """Where a tensor for a collective must live: NCCL reduces CUDA tensors only (a CPU
+    tensor fails with "No backend type associated with device type cpu"), gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def mean_across_ranks(value: float, context: DistContext) -> float:
     if not context.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
     return float(tensor.item()) / context.world_size
+
+
+def any_across_ranks(flags: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """Element-wise OR of boolean flags over the ranks, on the flags' device."""
+    if not context.enabled:
+        return flags
+    as_bytes = flags.to(device=_collective_device(), dtype=torch.uint8)
+    dist.all_reduce(as_bytes, op=dist.ReduceOp.MAX)
+    return as_bytes.to(flags.device).bool()
 
 
 def shutdown(context: DistContext) -> None:

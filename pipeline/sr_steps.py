@@ -16,8 +16,8 @@ from models.sr import VGGPerceptualLoss, build_discriminator, build_generator
 from models.weights import WeightsError
 from pipeline.common import PipelineError
 from pipeline.config import SRParams
-from pipeline.device import autocast_for
-from pipeline.distributed import DistContext, wrap
+from pipeline.device import autocast_for, device_of, restore_rng_state, rng_state
+from pipeline.distributed import SINGLE_PROCESS, DistContext, any_across_ranks, wrap
 
 # Without a perceptual loss, ESRGAN's weights (L1 0.01, GAN 0.005) leave the adversarial
 # term as large as the only content term, and the GAN phase drifts below bicubic. SRGAN's
@@ -133,7 +133,9 @@ def checkpoint_state(run: SRTraining, config: dict) -> dict:
             "discriminator": run.discriminator.state_dict(),
             "optimizers": {k: v.state_dict() for k, v in run.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in run.schedulers.items()},
-            "torch_rng": torch.get_rng_state(), "log": run.log, "phase1": run.phase1,
+            "torch_rng": rng_state(device_of(run.generator)),
+            "scaler": run.scaler.state_dict(),
+            "log": run.log, "phase1": run.phase1,
             "train_seconds": run.seconds, "finished": False}
 
 
@@ -144,7 +146,9 @@ def restore(run: SRTraining, state: dict) -> None:
     for name in run.optimizers:
         run.optimizers[name].load_state_dict(state["optimizers"][name])
         run.schedulers[name].load_state_dict(state["schedulers"][name])
-    torch.set_rng_state(state["torch_rng"])
+    restore_rng_state(state["torch_rng"], device_of(run.generator))
+    if state.get("scaler"):  # fp16's loss scale goes on where it was
+        run.scaler.load_state_dict(state["scaler"])
     run.iteration, run.log, run.phase1 = state["iteration"], state["log"], state["phase1"]
     run.seconds = state["train_seconds"]
     run.checked_at = run.iteration
@@ -156,11 +160,17 @@ def _note_finite(run: SRTraining, losses: dict[str, torch.Tensor]) -> None:
         run.nonfinite[name] = run.nonfinite[name] | bad if name in run.nonfinite else bad
 
 
-def raise_if_nonfinite(run: SRTraining) -> None:
+def raise_if_nonfinite(run: SRTraining, context: DistContext = SINGLE_PROCESS) -> None:
     """Stop if a loss was non-finite since the last check (one wait for the device). Called
-    before every validation and checkpoint, so a diverged step never reaches disk."""
+    before every validation and checkpoint, so a diverged step never reaches disk.
+
+    Under torchrun the flags are combined over the ranks: DDP averages one rank's NaN
+    gradients into every rank's weights, so rank 0 must stop when another rank's loss
+    was non-finite, before it validates and saves. Every rank calls this at the same
+    iterations (it is a collective)."""
     if run.nonfinite:
-        flags = torch.stack(list(run.nonfinite.values())).cpu().tolist()
+        flags = any_across_ranks(torch.stack(list(run.nonfinite.values())), context)
+        flags = flags.cpu().tolist()
         bad = [name for name, flag in zip(run.nonfinite, flags) if flag]
         if bad:
             raise PipelineError(

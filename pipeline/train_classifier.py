@@ -44,9 +44,12 @@ from pipeline.config import ClassifierParams, Params, load_params
 from pipeline.datasets import classifier_image_size, load_classifier_images, split_subset
 from pipeline.device import (
     autocast_for,
+    device_of,
     effective_precision,
     peak_memory_mb,
     resolve_device,
+    restore_rng_state,
+    rng_state,
     seed_everything,
 )
 from pipeline.distributed import (
@@ -170,7 +173,8 @@ def save_checkpoint(path: Path, config: dict, setup: TrainingSetup, run: RunStat
     save_torch_atomic(path, {
         "config": config, "epoch": run.epoch, "model": setup.model.state_dict(),
         "optimizer": setup.optimizer.state_dict(), "scheduler": setup.scheduler.state_dict(),
-        "sampler": setup.batches.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+        "sampler": setup.batches.shuffle.get_state(),
+        "torch_rng": rng_state(device_of(setup.model)), "scaler": setup.scaler.state_dict(),
         "curves": run.curves, "train_seconds": run.seconds, "images_seen": run.images_seen,
         "best_auc": run.best_auc, "best_epoch": run.best_epoch, "best_state": run.best_state})
 
@@ -181,7 +185,9 @@ def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
     setup.optimizer.load_state_dict(checkpoint["optimizer"])
     setup.scheduler.load_state_dict(checkpoint["scheduler"])
     setup.batches.shuffle.set_state(checkpoint["sampler"])
-    torch.set_rng_state(checkpoint["torch_rng"])
+    restore_rng_state(checkpoint["torch_rng"], device_of(setup.model))
+    if checkpoint.get("scaler"):  # fp16's loss scale goes on where it was
+        setup.scaler.load_state_dict(checkpoint["scaler"])
     return RunState(epoch=checkpoint["epoch"], curves=checkpoint["curves"],
                     best_auc=checkpoint["best_auc"], best_epoch=checkpoint["best_epoch"],
                     best_state=checkpoint["best_state"], seconds=checkpoint["train_seconds"],

@@ -105,8 +105,10 @@ def train_step(run: SRTraining, train_lr: torch.Tensor, train_hr: torch.Tensor,
         memory_format=memory_format)
     phase = "psnr" if run.iteration < params.iters_psnr else "gan"
     step = psnr_step if phase == "psnr" else gan_step
-    for key, value in step(run, lr_batch, hr_batch, params, device).items():
-        running.setdefault(key, []).append(value)
+    losses = step(run, lr_batch, hr_batch, params, device)
+    if context.is_main:  # only rank 0 validates, logs and so empties `running`
+        for key, value in losses.items():
+            running.setdefault(key, []).append(value)
     run.scaler.update()
     run.iteration += 1
     run.ema.update(run.generator, run.iteration)
@@ -142,13 +144,16 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
             phase = train_step(run, train_lr, train_hr, placement, params, device, seed,
                                context, running)
             end_of_phase1 = run.iteration == params.iters_psnr
-            validating = context.is_main and (end_of_phase1 or run.iteration == total
-                                              or run.iteration % params.val_every == 0)
+            validation_due = (end_of_phase1 or run.iteration == total
+                              or run.iteration % params.val_every == 0)
+            validating = context.is_main and validation_due
             saving = end_of_phase1 or (run.iteration % params.checkpoint_every == 0
                                        and run.iteration < total)
-            checked = validating or saving or run.iteration == until
+            # The same iterations on every rank: under torchrun the check is a collective.
+            checked = validation_due or saving or run.iteration == until
             if checked:
-                raise_if_nonfinite(run)  # waits for the device: the chunk's steps are done
+                # waits for the device: the chunk's steps are done
+                raise_if_nonfinite(run, context)
                 run.seconds += time.perf_counter() - chunk_started
             if validating:
                 scores = validate(run, pairs, phase, params, device, running)

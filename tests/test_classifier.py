@@ -335,3 +335,18 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     device_module.effective_precision.cache_clear()
+
+
+def test_rng_state_continues_the_stream_and_reads_older_checkpoints():
+    from pipeline.device import restore_rng_state, rng_state
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(3)
+    saved = rng_state(cpu)
+    assert set(saved) == {"cpu"}  # a CPU stage reads no GPU's stream (no CUDA context)
+    expected = torch.rand(4)
+    torch.rand(10)
+    restore_rng_state(saved, cpu)
+    assert torch.equal(torch.rand(4), expected)
+    restore_rng_state(saved["cpu"], cpu)  # checkpoints before the GPU stream: a bare tensor
+    assert torch.equal(torch.rand(4), expected)

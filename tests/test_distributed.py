@@ -81,3 +81,36 @@ def test_sr_two_ranks_gloo(tmp_path):
     log = (tmp_path / "out.txt").read_text()
     assert "rank 1: training done; rank 0 writes the outputs" in log
     assert log.count("SR (validation") == 1
+
+
+# One rank's loss is non-finite, the other's is not (DDP has already averaged the NaN
+# gradients into both): each rank prints whether it stopped.
+NONFINITE_ON_ONE_RANK = """
+import sys, types
+import torch, torch.distributed as dist
+from pipeline.common import PipelineError
+from pipeline.distributed import DistContext
+from pipeline.sr_steps import raise_if_nonfinite
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
+run = types.SimpleNamespace(nonfinite={"loss_pixel": torch.tensor(rank == 1),
+                                       "loss_gan": torch.tensor(False)},
+                            checked_at=8, iteration=12)
+try:
+    raise_if_nonfinite(run, DistContext(rank, 2, rank))
+    print("went on")
+except PipelineError as error:
+    print("stopped:", error)
+dist.destroy_process_group()
+"""
+
+
+def test_a_nonfinite_loss_on_one_rank_stops_every_rank_before_a_checkpoint(tmp_path):
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    ranks = [subprocess.Popen([sys.executable, "-c", NONFINITE_ON_ONE_RANK, str(rank),
+                               str(tmp_path / "rendezvous")], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [rank.communicate(timeout=120) for rank in ranks]
+    for stdout, stderr in outputs:
+        assert "stopped: non-finite loss_pixel in iterations 9-12" in stdout, stderr[-2000:]

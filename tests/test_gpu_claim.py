@@ -111,3 +111,39 @@ def test_a_lock_file_of_another_user_can_still_be_locked(tmp_path):
     (tmp_path / "gpu0.lock").touch(mode=0o444)
     assert device_module.try_lock(tmp_path, "gpu0")
     os.close(device_module._held_locks.pop("gpu0"))
+
+
+def test_a_shared_lock_folder_is_made_writable_for_every_user(tmp_path, monkeypatch):
+    shared = tmp_path / "shared-locks"
+    monkeypatch.setenv(device_module.GPU_LOCK_DIR_ENV, str(shared))
+    monkeypatch.setattr(device_module, "_held_locks", {})
+    assert device_module.try_lock(shared, "gpu0")
+    assert shared.stat().st_mode & 0o7777 == 0o1777  # like /tmp: anyone adds, none deletes
+    os.close(device_module._held_locks.pop("gpu0"))
+
+
+def test_a_lock_that_cannot_be_made_or_taken_counts_as_held(tmp_path, monkeypatch, capsys):
+    """Another user's folder without write access for us, or a file system without flock:
+    that GPU is skipped with a warning, not a crash, and no descriptor is left open."""
+    monkeypatch.setattr(device_module, "_held_locks", {})
+    real_open = os.open
+
+    def refuse_gpu0(path, *args):
+        if str(path).endswith("gpu0.lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(device_module.os, "open", refuse_gpu0)
+    assert device_module.claim_gpu(["gpu0", "gpu1"], tmp_path) == (1, True)
+    assert "cannot use the GPU lock" in capsys.readouterr().err
+    os.close(device_module._held_locks.pop("gpu1"))
+    monkeypatch.setattr(device_module.os, "open", real_open)
+
+    def no_flock(descriptor, operation):
+        raise OSError(37, "No locks available")  # ENOLCK
+
+    monkeypatch.setattr(device_module.fcntl, "flock", no_flock)
+    open_before = len(os.listdir("/proc/self/fd"))
+    assert not device_module.try_lock(tmp_path, "gpu2")
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert "cannot lock" in capsys.readouterr().err
