@@ -33,7 +33,7 @@ import pandas as pd
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from pipeline.common import console, stage_main, write_csv_atomic
+from pipeline.common import console, read_crop_table, stage_main, write_csv_atomic
 from pipeline.compare import describe_p_value
 from pipeline.config import load_params
 from pipeline.grid import (
@@ -96,11 +96,11 @@ def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
     are in each experiment's commit; the workspace's are read from disk."""
     path = f"reports/eval/{backbone}/predictions.csv"
     if rev == "workspace":
-        return pd.read_csv(path)
+        return read_crop_table(path)
     shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if shown.returncode:
         raise FileNotFoundError(f"{path} not in commit {rev[:12]}: {shown.stderr.strip()}")
-    return pd.read_csv(io.StringIO(shown.stdout))
+    return read_crop_table(io.StringIO(shown.stdout))
 
 
 def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,

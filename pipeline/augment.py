@@ -19,6 +19,7 @@ import torch
 from pipeline.common import (
     bytes_under,
     console,
+    read_crop_table,
     save_array_atomic,
     stage_main,
     write_csv_atomic,
@@ -87,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     device = resolve_device(params.device)
-    train = split_subset(pd.read_csv(args.split), "train")
+    train = split_subset(read_crop_table(args.split), "train")
     images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
                                     train["crop_id"].tolist(), device)
     labels = train["label"].to_numpy()

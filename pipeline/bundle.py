@@ -16,11 +16,17 @@ import json
 import pickle
 from pathlib import Path
 
-import pandas as pd
 import torch
 import yaml
 
-from pipeline.common import PipelineError, atomic_path, console, stage_main, write_json_atomic
+from pipeline.common import (
+    PipelineError,
+    atomic_path,
+    console,
+    read_crop_table,
+    stage_main,
+    write_json_atomic,
+)
 from pipeline.config import DataParams, Params, PreprocessParams, _build, load_params
 from pipeline.datasets import arrival_size, classifier_image_size, sr_storage_size
 
@@ -187,8 +193,9 @@ def main() -> None:
                  if params.classifier.input == "sr" else None)
     thresholds = json.loads(args.eval_metrics.read_text())["threshold"]
     ingested = json.loads(args.ingest_metrics.read_text())
+    class_names = class_names_from(read_crop_table(args.split))
     bundle = build_bundle(args.backbone, saved["model"], params, raw_params, thresholds,
-                          class_names_from(pd.read_csv(args.split)), ingested["manifest_sha256"],
+                          class_names, ingested["manifest_sha256"],
                           generator, ingested["bit_depth"], ingested["bit_depth_source"])
     with atomic_path(args.out) as staging:
         torch.save(bundle, staging)

@@ -137,6 +137,21 @@ def write_csv_atomic(path: str | Path, frame) -> None:
     write_text_atomic(path, frame.to_csv(index=False))
 
 
+# Columns that name crops, samples and classes are text whatever they look like: read with
+# pandas' defaults, a sample folder "NA_crops_r" became NaN (its crops silently left out
+# of every split) and samples "12.1" and "12.10" both the number 12.1 (two patients
+# merged into one).
+NAME_COLUMNS = ("crop_id", "group", "sample", "class_name", "path")
+
+
+def read_crop_table(path, **read_csv_options):
+    """A CSV of crops (manifest, split, folds, predictions) as written by the stages."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=dict.fromkeys(NAME_COLUMNS, str), keep_default_na=False,
+                       na_values=[""], **read_csv_options)
+
+
 def load_checkpoint(path: Path, config: dict) -> dict | None:
     """The training checkpoint at `path` if it was written for exactly `config`.
 

@@ -14,6 +14,7 @@ from pipeline.common import (
     PipelineError,
     atomic_path,
     console,
+    read_crop_table,
     stage_main,
     write_csv_atomic,
     write_text_atomic,
@@ -83,7 +84,7 @@ def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,
 
     delong_z and delong_p_value are empty where DeLong's variance is zero (not estimable).
     """
-    predictions = {b: pd.read_csv(eval_dir / b / "predictions.csv") for b in backbones}
+    predictions = {b: read_crop_table(eval_dir / b / "predictions.csv") for b in backbones}
     rows = []
     for a, b in itertools.combinations(backbones, 2):
         try:
@@ -111,7 +112,7 @@ def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for level, ax in zip(("crop", "sample"), axes):
         for backbone in backbones:
-            predictions = pd.read_csv(eval_dir / backbone / "predictions.csv")
+            predictions = read_crop_table(eval_dir / backbone / "predictions.csv")
             if level == "sample":
                 predictions = sample_level(predictions)
             points = roc_points(predictions["label"].to_numpy(), predictions["prob"].to_numpy())

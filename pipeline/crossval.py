@@ -26,6 +26,7 @@ from pipeline.common import (
     PipelineError,
     console,
     prepare_checkpoint_dir,
+    read_crop_table,
     stage_main,
     write_csv_atomic,
 )
@@ -107,13 +108,13 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     prepare_checkpoint_dir(args.checkpoints)  # a DVC out, never empty
-    split_frame = pd.read_csv(args.split)
+    split_frame = read_crop_table(args.split)
     if params.split.folds == 0:
         write_csv_atomic(args.out / "folds.csv", pd.DataFrame(columns=["backbone", "fold"]))
         write_csv_atomic(args.out / "summary.csv", pd.DataFrame(columns=["backbone", "folds"]))
         console.print("crossval: split.folds is 0, nothing to do")
         return
-    folds_frame = pd.read_csv(args.folds)
+    folds_frame = read_crop_table(args.folds)
     if folds_frame.empty:
         raise PipelineError(f"{args.folds} holds no folds; rerun the split stage")
     split_frame = split_frame.merge(folds_frame[["crop_id", "fold"]], on="crop_id",

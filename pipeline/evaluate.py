@@ -14,6 +14,7 @@ import torch
 
 from pipeline.common import (
     console,
+    read_crop_table,
     stage_main,
     write_csv_atomic,
     write_environment,
@@ -116,7 +117,7 @@ def main() -> None:
     params = load_params(args.params)
     cp = params.classifier
     device = resolve_device(params.device)
-    split_frame = pd.read_csv(args.split)
+    split_frame = read_crop_table(args.split)
     test = split_subset(split_frame, "test")
     images = load_classifier_images(params, cp.input, args.crops, args.sr,
                                     test["crop_id"].tolist(), device)

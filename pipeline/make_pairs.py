@@ -20,6 +20,7 @@ from pipeline.common import (
     console,
     environment_record,
     load_array,
+    read_crop_table,
     save_array_atomic,
     stage_main,
     write_json_atomic,
@@ -110,8 +111,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    bit_depths = pd.read_csv(args.manifest, usecols=["crop_id", "levels"])
-    split_frame = pd.read_csv(args.split).merge(bit_depths, on="crop_id", validate="one_to_one")
+    bit_depths = read_crop_table(args.manifest, usecols=["crop_id", "levels"])
+    split_frame = read_crop_table(args.split).merge(bit_depths, on="crop_id", validate="one_to_one")
     pairs = make_lr_hr_pairs(args.crops, split_frame, params.sr, params.seed,
                              params.data.acquire_downsample)
     for name, array in pairs.items():

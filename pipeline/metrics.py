@@ -35,8 +35,12 @@ class SampleMismatchError(ValueError):
 
 def decide(prob: np.ndarray | float, threshold: float = 0.5) -> np.ndarray:
     """1 (positive class) where P(positive) >= threshold, else 0: the one place a
-    probability becomes a label, so that a chosen threshold changes every caller at once."""
-    return (np.asarray(prob) >= threshold).astype(int)
+    probability becomes a label, so that a chosen threshold changes every caller at once.
+
+    Compared in float64: the cut is chosen on float64 scores, and against float32 scores
+    NumPy would round the cut to float32 first, so a cut between two neighbouring float32
+    values (common in a saturated softmax) would decide otherwise than it was chosen."""
+    return (np.asarray(prob, dtype=np.float64) >= threshold).astype(int)
 
 
 def youden_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> float:

@@ -78,9 +78,12 @@ class BundleClassifier:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise BundleError(f"{path}: cannot build its {bundle.get('backbone')} model "
                               f"({type(exc).__name__}: {first})") from None
-        if bundle["inference"]["precision"] == "fp16" and device.type != "cuda":
-            raise BundleError(f"{path}: the bundle runs in fp16, which needs CUDA; pass "
-                              "--device cuda")
+        fp16 = [part for part, precision in (
+            ("classifier", bundle["inference"]["precision"]),
+            ("SR generator", (bundle.get("sr") or {}).get("precision"))) if precision == "fp16"]
+        if fp16 and device.type != "cuda":
+            raise BundleError(f"{path}: the bundle's {' and '.join(fp16)} runs in fp16, which "
+                              "needs CUDA; pass --device cuda")
 
     def _build(self, bundle: dict, device: torch.device) -> None:
         self.bundle, self.device = bundle, device
@@ -242,6 +245,30 @@ def bundle_paths(given: list[Path], params_path: Path) -> list[Path]:
     return paths
 
 
+OWN_OUTPUTS = {"crops.csv", "samples.csv", "bad_files.csv"}
+
+
+def check_output_folder(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse an --out that --overwrite would make predict delete more than its own
+    earlier outputs with: the input crops, a bundle, or anything else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PipelineError(f"{out}: a file, not a folder; --out names a folder")
+    if not overwrite:
+        raise PipelineError(f"{out}: exists; pass --overwrite to replace it")
+    target = out.resolve()
+    for path in inputs:
+        if path.resolve() == target or target in path.resolve().parents:
+            raise PipelineError(f"--out {out} holds the input {path}; --overwrite would "
+                                "delete it. Write the predictions to another folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_OUTPUTS)
+    if foreign:
+        raise PipelineError(f"--out {out} holds files predict did not write (e.g. "
+                            f"{', '.join(foreign[:3])}); --overwrite replaces only a folder "
+                            "of predict's own outputs. Choose an empty or new folder")
+
+
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -258,11 +285,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="only to pick bundles from a folder (classifier.backbones)")
     args = parser.parse_args()
-    if args.out.exists() and not args.overwrite:
-        raise PipelineError(f"{args.out}: exists; pass --overwrite to replace it")
-    if args.out.exists() and not args.out.is_dir():
-        raise PipelineError(f"{args.out}: a file, not a folder; --out names a folder")
     paths = bundle_paths(args.bundle, args.params)
+    check_output_folder(args.out, args.overwrite, [args.input, *paths])
     # every bundle is checked before any crop is read: a bad one costs nothing
     bundles = {}
     for path in paths:

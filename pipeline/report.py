@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.common import PipelineError, console, stage_main, write_text_atomic
+from pipeline.common import PipelineError, console, read_crop_table, stage_main, write_text_atomic
 from pipeline.config import load_params
 
 STYLE = """
@@ -131,14 +131,14 @@ def confusion_section(reports: Path, backbones: list[str]) -> str:
     if split.is_file():
         from pipeline.explain import class_names_from
 
-        names = list(class_names_from(pd.read_csv(split)))
+        names = list(class_names_from(read_crop_table(split)))
     fig, axes = plt.subplots(2, len(backbones), figsize=(2.8 * len(backbones), 5.4),
                              squeeze=False)
     for column, backbone in enumerate(backbones):
         path = reports / "eval" / backbone / "predictions.csv"
         if not path.is_file():
             continue
-        crops = pd.read_csv(path)  # `predicted` is at the crop threshold
+        crops = read_crop_table(path)  # `predicted` is at the crop threshold
         thresholds = json.loads((path.parent / "metrics.json").read_text())["threshold"]
         samples = sample_level(crops)
         samples["predicted"] = decide(samples["prob"], thresholds["sample"])

@@ -16,6 +16,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from pipeline.common import (
     PipelineError,
     console,
+    read_crop_table,
     stage_main,
     write_csv_atomic,
     write_environment,
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
-    frame = split_groups(pd.read_csv(args.manifest), params.split, params.seed)
+    frame = split_groups(read_crop_table(args.manifest), params.split, params.seed)
     metrics = split_metrics(frame)
     if metrics["groups_in_two_splits"]:  # cannot happen by construction; never write it if so
         raise PipelineError("internal error: a group landed in two splits")

@@ -13,7 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from pipeline.common import (
@@ -21,6 +20,7 @@ from pipeline.common import (
     atomic_path,
     console,
     progress,
+    read_crop_table,
     save_array_atomic,
     stage_main,
     write_environment,
@@ -91,7 +91,7 @@ def main() -> None:
     params = load_params(args.params)
     device = resolve_device(params.device)
     model, generator_name = load_generator(args.model, params.sr.scale)
-    crop_ids = pd.read_csv(args.manifest)["crop_id"].tolist()
+    crop_ids = read_crop_table(args.manifest)["crop_id"].tolist()
     with atomic_path(args.out) as staging:
         staging.unlink()
         metrics = super_resolve_crops(model, crop_ids, args.crops, staging, params.sr.scale,

@@ -33,6 +33,7 @@ from pipeline.common import (
     load_checkpoint,
     prepare_checkpoint_dir,
     progress,
+    read_crop_table,
     remove_stale_temporaries,
     save_torch_atomic,
     stage_main,
@@ -373,7 +374,7 @@ def main() -> None:
     # warns about: every array that becomes a tensor here is a writable copy.
     train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
-    val = split_subset(pd.read_csv(args.split), "val")
+    val = split_subset(read_crop_table(args.split), "val")
     val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
                                         val["crop_id"].tolist(), device)
     if train_images.shape[-1] != classifier_image_size(params):

@@ -14,11 +14,13 @@ from pipeline.metrics import (
     binary_metrics,
     bootstrap_auc_interval,
     bootstrap_metric_interval,
+    decide,
     delong_test,
     evaluation_report,
     paired_bootstrap_auc_difference,
     paired_sample_comparison,
     stratified_sample_draws,
+    youden_threshold,
 )
 
 
@@ -202,3 +204,15 @@ def test_roc_overlay_aggregates_samples_with_metrics_sample_level(tmp_path, monk
     monkeypatch.setattr(compare, "sample_level", lambda frame: calls.append(1) or real(frame))
     compare.plot_roc_overlay(tmp_path, ["a"], tmp_path / "roc.png")
     assert calls and (tmp_path / "roc.png").stat().st_size > 0
+
+
+def test_a_cut_between_neighbouring_float32_scores_decides_as_it_was_chosen():
+    """Models give float32 probabilities; the cut is chosen in float64 halfway between two
+    scores. A saturated softmax puts scores one float32 step apart, where comparing in
+    float32 would round the cut onto a score and call every crop positive."""
+    scores = np.array([0.9999999, 0.9999999, 0.99999994, 0.99999994], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    cut = youden_threshold(labels, scores)
+    assert list(decide(scores, cut)) == [0, 0, 1, 1]
+    assert list(decide(scores.astype(np.float64), cut)) == [0, 0, 1, 1]
+    assert binary_metrics(labels, scores, cut)["balanced_accuracy"] == 1.0

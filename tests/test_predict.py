@@ -17,11 +17,13 @@ import yaml
 from models.classifier import build_classifier
 from models.sr import build_generator
 from pipeline.bundle import BundleError, build_bundle, load_bundle
+from pipeline.common import PipelineError
 from pipeline.config import load_params
 from pipeline.datasets import load_classifier_images
 from pipeline.inference import predict_proba
 from pipeline.ingest import ingest_crops
 from pipeline.metrics import choose_threshold, evaluation_report, youden_threshold
+from pipeline.predict import BundleClassifier
 from pipeline.sr_infer import super_resolve_crops
 from tests.conftest import REPO, write_params
 
@@ -258,6 +260,10 @@ def test_each_bad_bundle_gives_its_line_and_writes_nothing(tmp_path):
         assert "Traceback" not in result.stdout, name
         assert not (tmp_path / "out").exists(), name
     assert not (tmp_path / "pwned").exists()  # the payload never ran
+    fp16_sr = run.bundle()
+    fp16_sr["sr"]["precision"] = "fp16"
+    with pytest.raises(BundleError, match="SR generator runs in fp16, which needs CUDA"):
+        BundleClassifier(fp16_sr, torch.device("cpu"), tmp_path / "fp16.pt")
 
 
 def test_bad_crops_get_ingests_lines_or_are_skipped_and_listed(tmp_path):
@@ -283,6 +289,35 @@ def test_bad_crops_get_ingests_lines_or_are_skipped_and_listed(tmp_path):
     again = run_predict(["--bundle", "b.pt", "--input", new, "--out", "out",
                          "--on-bad-file", "skip"], tmp_path)
     assert again.returncode == 1 and "exists; pass --overwrite" in again.stdout
+    into_input = run_predict(["--bundle", "b.pt", "--input", new, "--out", new,
+                              "--overwrite"], tmp_path)
+    assert into_input.returncode == 1 and "holds the input" in into_input.stdout
+    assert (new / "P001_crops_r" / "notes.txt").exists()  # nothing deleted
+
+
+def test_overwrite_replaces_only_predicts_own_outputs(tmp_path):
+    from pipeline.predict import check_output_folder
+
+    new = tmp_path / "new"
+    (new / "P000_crops_r").mkdir(parents=True)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    (bundles / "resnet50.pt").write_bytes(b"")
+    inputs = [new, bundles / "resnet50.pt"]
+    for out in (new, tmp_path, bundles):  # the input, a folder above it, the bundles'
+        with pytest.raises(PipelineError, match="holds the input"):
+            check_output_folder(out, True, inputs)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "samples.csv").write_text("sample\n")
+    (results / "analysis.ipynb").write_text("{}")
+    with pytest.raises(PipelineError, match="did not write \\(e.g. analysis.ipynb\\)"):
+        check_output_folder(results, True, inputs)
+    (results / "analysis.ipynb").unlink()
+    check_output_folder(results, True, inputs)  # predict's own outputs: may be replaced
+    with pytest.raises(PipelineError, match="pass --overwrite"):
+        check_output_folder(results, False, inputs)
+    check_output_folder(tmp_path / "fresh", False, inputs)
 
 
 def test_class_folders_are_read_and_their_names_ignored(tmp_path):

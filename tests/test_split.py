@@ -87,3 +87,34 @@ def test_a_six_sample_folder_is_flagged_below_the_minimum():
     flagged = " ".join(small_splits(split_groups(
         manifest_from([5] * 39, [1] * 28 + [0] * 11), SPLIT, seed=0)))
     assert "train/ALS" not in flagged and "test/ALS" not in flagged
+
+
+def test_sample_names_that_look_missing_or_numeric_survive_the_stage_files(tmp_path):
+    """split.csv is read back by every later stage: a sample folder "NA_crops_r" must not
+    become NaN (its crops in no split), nor "12.1" and "12.10" one number (two patients
+    merged)."""
+    import subprocess
+    import sys
+
+    from pipeline.common import read_crop_table
+    from tests.conftest import REPO, write_params
+
+    manifest = manifest_from([2] * 12, [0] * 6 + [1] * 6)
+    odd_names = {"G0": "NA", "G1": "12.1", "G2": "12.10", "G3": "null", "G6": "007"}
+    manifest["group"] = manifest["group"].replace(odd_names)
+    manifest["sample"] = manifest["group"] + "_crops_r"
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.split", "--manifest", str(tmp_path / "manifest.csv"),
+         "--out", str(tmp_path / "split.csv"), "--folds", str(tmp_path / "folds.csv"),
+         "--metrics", str(tmp_path / "metrics.json"), "--params",
+         str(write_params(tmp_path / "params.yaml"))],
+        cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
+                                                      "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    split = read_crop_table(tmp_path / "split.csv")
+    assert sorted(split["group"].unique()) == sorted(manifest["group"].unique())
+    assert split["split"].notna().all() and len(split) == len(manifest)
+    assert split.groupby("group")["crop_id"].count().eq(2).all()  # nobody merged
+    naive = pd.read_csv(tmp_path / "split.csv")  # what the stages read before
+    assert naive["group"].isna().any()
