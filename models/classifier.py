@@ -108,13 +108,17 @@ def build_classifier(name: str, pretrained: str = "none",
     elif pretrained == "imagenet":
         weights = get_model_weights(name).DEFAULT
         try:
-            model = get_model(name, weights=weights)
-        except Exception as exc:  # no network, no cache
+            # Not get_model(weights=...): torchvision's loader unpickles the cached file in
+            # full (weights_only=False), and checks its hash only when it downloads it.
+            state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        except Exception as exc:  # no network, no cache, or a file that is not weights
             raise WeightsError(
                 f"classifier.pretrained=imagenet: could not load {weights} for {name} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Put the file in "
                 f"torch's cache ($TORCH_HOME/hub/checkpoints) or pass its path as "
                 "classifier.pretrained") from None
+        model = get_model(name, weights=None)
+        model.load_state_dict(state, strict=True)
         loaded = f"imagenet:{weights}"
     else:
         path = Path(pretrained)

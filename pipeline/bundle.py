@@ -27,8 +27,8 @@ from pipeline.common import (
     stage_main,
     write_json_atomic,
 )
-from pipeline.config import DataParams, Params, PreprocessParams, _build, load_params
-from pipeline.datasets import arrival_size, classifier_image_size, sr_storage_size
+from pipeline.config import DataParams, Params, PreprocessParams, _build, arrival_size, load_params
+from pipeline.datasets import classifier_image_size, sr_storage_size
 
 BUNDLE_FORMAT = "tdp43-classifier-bundle"
 BUNDLE_VERSION = 1

@@ -12,8 +12,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.common import check_raw_dir, console, stage_main, write_json_atomic
-from pipeline.config import load_params
+from pipeline.common import PipelineError, check_raw_dir, console, stage_main, write_json_atomic
+from pipeline.config import Params, load_params
+
+
+def check_weights_files(params: Params) -> None:
+    """Weight files the run will load, checked now: a typo or a missing file otherwise
+    fails train_classifier or the GAN phase, after the SR stages have run."""
+    pretrained = params.classifier.pretrained
+    if pretrained not in ("none", "imagenet"):
+        _require_file("classifier.pretrained", pretrained, "none, imagenet or the path of a "
+                      "torchvision state dict")
+    sr = params.sr
+    if sr.weight_perceptual > 0 and sr.iters_gan > 0:
+        _require_file("sr.vgg_weights", sr.vgg_weights, "torchvision's vgg19-dcbb9e9d.pth "
+                      "(the perceptual loss is on: sr.weight_perceptual > 0), or set "
+                      "sr.weight_perceptual: 0")
+
+
+def _require_file(key: str, value: str, expected: str) -> None:
+    path = Path(value)
+    if path.is_file():
+        return
+    hint = "" if path.is_absolute() else (
+        " A relative path is read from the project root, and a queued experiment runs in a "
+        "copy of it under .dvc/tmp/exps: give an absolute path, or `dvc add` the file inside "
+        "the repository.")
+    raise PipelineError(f"params.yaml: {key}: {value!r} is not a file; expected {expected}."
+                        + hint)
 
 
 @stage_main
@@ -27,6 +53,7 @@ def main() -> None:
     params = load_params(args.params)
     if Path(params.data.raw_dir) != args.demo_raw:
         check_raw_dir(Path(params.data.raw_dir))
+    check_weights_files(params)
     # The record holds no values: it changes only with this code, so a valid change of a
     # param reruns just the stages that read that param, not everything downstream.
     write_json_atomic(args.out, {"params": str(args.params), "valid": True})

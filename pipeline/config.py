@@ -294,6 +294,35 @@ class Params:
         _check(self.classifier.input != "hr" or k > 0, "classifier.input",
                "hr needs data.acquire_downsample > 0 (without it the crops are the highest "
                "resolution there is: use raw)")
+        _check(not (self.sr.generator == "gan" and self.sr.iters_gan == 0), "sr.generator",
+               "gan needs a GAN phase (sr.iters_gan > 0); use psnr or best")
+        size = self.classifier.image_size
+        size = arrival_size(self) if size == "auto" else size
+        _check("vgg16" not in self.classifier.backbones or size >= VGG16_MIN_SIZE,
+               "classifier.image_size",
+               f"VGG16 would read {size} px images (classifier.input "
+               f"{self.classifier.input}, image_size {self.classifier.image_size}) but its "
+               f"five 2x2 poolings need >= {VGG16_MIN_SIZE} px; set classifier.image_size: "
+               f"{VGG16_MIN_SIZE} or more, or leave vgg16 out of classifier.backbones")
+
+
+# VGG16 halves the image five times: below 32 px its last pooling has nothing to pool.
+VGG16_MIN_SIZE = 32
+
+
+def acquired_size(params: Params) -> int:
+    """Edge of the crops as acquired: data.crop_size, or 1/k of it with acquire_downsample k."""
+    return params.data.crop_size // max(params.data.acquire_downsample, 1)
+
+
+def arrival_size(params: Params, input_kind: str | None = None) -> int:
+    """Edge of the images of `input_kind` as the stage that makes them writes them."""
+    kind = input_kind or params.classifier.input
+    if kind == "raw":
+        return acquired_size(params)
+    if kind == "hr":
+        return params.data.crop_size
+    return acquired_size(params) * params.sr.scale
 
 
 def _check(ok: bool, key: str, why: str) -> None:

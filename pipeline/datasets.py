@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.common import PipelineError, load_array
-from pipeline.config import Params
+from pipeline.config import Params, arrival_size
 from pipeline.tiling import bicubic_upscale
 
 # Crops converted and resized per batch: bounded working memory at any split size.
@@ -32,21 +32,6 @@ def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path | None) -> Path:
     if input_kind == "sr":
         return sr_dir / "sr"
     return {"raw": crops_dir, "hr": crops_dir.with_name("hr"), "bicubic": crops_dir}[input_kind]
-
-
-def acquired_size(params: Params) -> int:
-    """Edge of the crops as acquired: data.crop_size, or 1/k of it with acquire_downsample k."""
-    return params.data.crop_size // max(params.data.acquire_downsample, 1)
-
-
-def arrival_size(params: Params, input_kind: str | None = None) -> int:
-    """Edge of the images of `input_kind` as the stage that makes them writes them."""
-    kind = input_kind or params.classifier.input
-    if kind == "raw":
-        return acquired_size(params)
-    if kind == "hr":
-        return params.data.crop_size
-    return acquired_size(params) * params.sr.scale
 
 
 def sr_storage_size(params: Params) -> int:

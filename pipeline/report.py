@@ -82,12 +82,17 @@ def sr_section(reports: Path) -> str:
     metrics = _json(reports / "sr" / "metrics.json")
     if not metrics:
         return ""
-    rows = pd.DataFrame([
-        {"model": "bicubic", "PSNR (dB)": metrics["psnr_bicubic"], "SSIM": metrics["ssim_bicubic"]},
-        {"model": "SR after phase 1 (L1)", "PSNR (dB)": metrics["psnr_phase1"],
-         "SSIM": metrics["ssim_phase1"]},
-        {"model": "SR final (EMA, GAN phase)", "PSNR (dB)": metrics["psnr"],
-         "SSIM": metrics["ssim"]}])
+    exported = metrics.get("generator")
+    rows = [{"model": "bicubic", "PSNR (dB)": metrics["psnr_bicubic"],
+             "SSIM": metrics["ssim_bicubic"], "feeds the classifier": ""},
+            {"model": "SR phase 1 (L1; generator psnr)", "PSNR (dB)": metrics["psnr_phase1"],
+             "SSIM": metrics["ssim_phase1"],
+             "feeds the classifier": "yes" if exported == "psnr" else ""}]
+    if metrics.get("psnr_gan") is not None:  # no GAN phase with sr.iters_gan: 0
+        rows.append({"model": "SR GAN phase (EMA; generator gan)",
+                     "PSNR (dB)": metrics["psnr_gan"], "SSIM": metrics["ssim_gan"],
+                     "feeds the classifier": "yes" if exported == "gan" else ""})
+    rows = pd.DataFrame(rows)
     return ("<h2>Super-resolution (validation crops)</h2>" + _table(rows, 3) +
             f"<p class='note'>{metrics['iterations']} iterations in "
             f"{metrics['train_seconds']:.0f} s; perceptual loss: "

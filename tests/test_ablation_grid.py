@@ -292,8 +292,10 @@ def hand_made_reports(root, backbones) -> None:
                                             "groups_in_two_splits": 0}))
     write("sr/metrics.json", json.dumps({"psnr_bicubic": 30.0, "ssim_bicubic": 0.8,
                                          "psnr_phase1": 31.0, "ssim_phase1": 0.82,
-                                         "psnr": 30.5, "ssim": 0.81, "iterations": 80,
-                                         "train_seconds": 12.0, "perceptual_loss": "off"}))
+                                         "psnr_gan": 30.5, "ssim_gan": 0.81,
+                                         "generator": "psnr", "psnr": 31.0, "ssim": 0.82,
+                                         "iterations": 80, "train_seconds": 12.0,
+                                         "perceptual_loss": "off"}))
     for backbone in backbones:
         write(f"train/{backbone}/curves.csv",
               "epoch,train_loss,val_loss,val_auc\n1,0.7,0.69,0.6\n2,0.6,0.65,0.7\n")
@@ -398,3 +400,20 @@ def test_a_grid_cell_at_another_lr_does_not_replace_the_ablation_cell():
                      & (paired["dataset"] == demo_sr["dataset"].iloc[0])]
     assert set(default["experiment_a"]) == {"workspace"}
     del READS[("g1", "resnet50")]
+
+
+def test_report_sr_rows_are_each_generators_own_figures(tmp_path):
+    """psnr/ssim are the exported generator's (here phase 1's): the GAN row shows the GAN
+    generator's figures, and there is no GAN row without a GAN phase."""
+    reports = tmp_path / "reports"
+    hand_made_reports(reports, ["vgg16"])
+    rows = {row.split("</td>")[0].split(">")[-1]: row
+            for row in report.sr_section(reports).split("<tr>")[1:]}
+    assert "<td>30.500</td>" in rows["SR GAN phase (EMA; generator gan)"]
+    assert "<td>31.000</td>" in rows["SR phase 1 (L1; generator psnr)"]
+    assert "<td>yes</td>" in rows["SR phase 1 (L1; generator psnr)"]
+    assert "<td>yes</td>" not in rows["SR GAN phase (EMA; generator gan)"]
+    metrics = json.loads((reports / "sr" / "metrics.json").read_text())
+    (reports / "sr" / "metrics.json").write_text(json.dumps(
+        metrics | {"psnr_gan": None, "ssim_gan": None}))
+    assert "GAN phase" not in report.sr_section(reports)

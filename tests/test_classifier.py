@@ -104,6 +104,43 @@ def test_imagenet_without_network_is_a_clear_error(monkeypatch, tmp_path):
         build_classifier("mobilenet_v3_small", "imagenet")
 
 
+class _Payload:
+    """Runs a shell command when unpickled in full."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_imagenet_weights_are_read_from_the_cache_without_unpickling(monkeypatch, tmp_path):
+    """classifier.pretrained=imagenet with torchvision's file already in torch's cache (the
+    test writes it), loaded weights-only: a cached file carrying a pickle payload is a
+    clear error and its payload never runs."""
+    from urllib.parse import urlparse
+
+    from torchvision.models import get_model_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = get_model_weights("mobilenet_v3_small").DEFAULT
+    cached = tmp_path / "hub" / "checkpoints" / Path(urlparse(weights.url).path).name
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    reference = get_model("mobilenet_v3_small", weights=None)
+    torch.save(reference.state_dict(), cached)
+    model, loaded = build_classifier("mobilenet_v3_small", "imagenet")
+    assert loaded == f"imagenet:{weights}"
+    torch.testing.assert_close(model.backbone.features[1].block[0][0].weight,
+                               reference.features[1].block[0][0].weight)
+    torch.save({"features.0.0.weight": _Payload(tmp_path / "pwned")}, cached)
+    with pytest.raises(WeightsError, match="could not load"):
+        build_classifier("mobilenet_v3_small", "imagenet")
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_unknown_backbone():
     with pytest.raises(WeightsError, match="unknown backbone 'alexnet'"):
         build_classifier("alexnet")

@@ -67,3 +67,70 @@ def test_a_predict_folder_with_spaces_is_refused_before_dvc_breaks_its_lock(tmp_
                                                            "on_bad_file": "error"})
     with pytest.raises(ParamsError, match="spaces breaks dvc.lock"):
         load_params(path)
+
+
+def test_a_gan_generator_without_a_gan_phase_is_refused_before_sr_trains(tmp_path):
+    path = write_params(tmp_path / "params.yaml", sr={"generator": "gan", "iters_gan": 0})
+    with pytest.raises(ParamsError, match=r"sr\.generator: gan needs a GAN phase"):
+        load_params(path)
+    assert load_params(write_params(tmp_path / "ok.yaml",
+                                    sr={"generator": "best", "iters_gan": 0}))
+
+
+@pytest.mark.parametrize("backbones, data, classifier, refused", [
+    # the demo's 32 px crops acquired at 1/4 and read raw: 8 px images
+    (["vgg16"], {"crop_size": 32, "acquire_downsample": 4}, {"input": "raw",
+                                                              "image_size": "auto"}, True),
+    (["vgg16"], {}, {"image_size": 24}, True),
+    (["vgg16"], {}, {"image_size": 32}, False),
+    (["vgg16"], {"crop_size": 32, "acquire_downsample": 4}, {"input": "sr",
+                                                              "image_size": "auto"}, False),
+    # ResNet50 and MobileNetV3 keep a 1 px map to the end: no minimum beyond 16
+    (["resnet50", "mobilenet_v3_small"], {"crop_size": 32, "acquire_downsample": 4},
+     {"input": "raw", "image_size": "auto"}, False),
+])
+def test_images_too_small_for_vgg16_are_refused_before_any_stage(tmp_path, backbones, data,
+                                                                 classifier, refused):
+    path = write_params(tmp_path / "params.yaml", data=data,
+                        classifier={"backbones": backbones, **classifier},
+                        sr={"scale": 4, "hr_patch": 32})
+    if refused:
+        with pytest.raises(ParamsError, match="VGG16 would read .* px images"):
+            load_params(path)
+    else:
+        load_params(path)
+
+
+def test_vgg16_really_needs_32_px():
+    """The limit the check above enforces is VGG16's own."""
+    import torch
+
+    from models.classifier import build_classifier
+
+    model, _ = build_classifier("vgg16", "none")
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 32, 32)).shape == (1, 2)
+        with pytest.raises(RuntimeError, match="too small"):
+            model(torch.rand(1, 1, 31, 31))
+
+
+def test_weight_files_are_checked_before_any_stage(tmp_path):
+    from pipeline.check_params import check_weights_files
+    from pipeline.common import PipelineError
+
+    typo = load_params(write_params(tmp_path / "a.yaml", classifier={"pretrained": "imagnet"}))
+    with pytest.raises(PipelineError, match="classifier.pretrained: 'imagnet' is not a file; "
+                                            "expected none, imagenet or the path"):
+        check_weights_files(typo)
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"checked for existence only here")
+    for setting in ("none", "imagenet", str(weights)):
+        check_weights_files(load_params(write_params(tmp_path / "b.yaml",
+                                                     classifier={"pretrained": setting})))
+    perceptual = load_params(write_params(tmp_path / "c.yaml", sr={
+        "weight_perceptual": 1.0, "vgg_weights": "data/weights/missing.pth"}))
+    with pytest.raises(PipelineError, match="sr.vgg_weights: .* queued experiment"):
+        check_weights_files(perceptual)
+    check_weights_files(load_params(write_params(tmp_path / "d.yaml", sr={
+        "weight_perceptual": 0.0, "vgg_weights": "data/weights/missing.pth"})))
