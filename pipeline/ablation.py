@@ -28,7 +28,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
@@ -46,11 +45,12 @@ from pipeline.grid import (
     with_interval,
 )
 
-# _crop_auc_per_draw is the crop-level AUC per bootstrap draw that evaluate's intervals
-# use; it is shared rather than rewritten so both levels of resampling stay the same.
+# _crop_auc_per_draw and _percentile_interval are what evaluate's crop-level intervals
+# use; shared rather than rewritten, so both kinds of interval resample the same way.
 from pipeline.metrics import (
     SampleMismatchError,
     _crop_auc_per_draw,
+    _percentile_interval,
     paired_sample_comparison,
     sample_level,
     stratified_sample_draws,
@@ -124,12 +124,12 @@ def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFr
     draws, negatives = stratified_sample_draws(samples["label"].to_numpy(), resamples, seed)
     differences = (_crop_auc_per_draw(left, samples["group"], draws, negatives)
                    - _crop_auc_per_draw(right, samples["group"], draws, negatives))
-    low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
+    interval = _percentile_interval(differences, alpha)
     auc_a = float(roc_auc_score(left["label"], left["prob"]))
     auc_b = float(roc_auc_score(right["label"], right["prob"]))
     return {"crops": len(left), "crop_auc_a": auc_a, "crop_auc_b": auc_b,
-            "crop_auc_difference": auc_a - auc_b, "crop_difference_ci_low": float(low),
-            "crop_difference_ci_high": float(high)}
+            "crop_auc_difference": auc_a - auc_b, "crop_difference_ci_low": interval.low,
+            "crop_difference_ci_high": interval.high}
 
 
 def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resamples: int,
