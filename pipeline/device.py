@@ -176,11 +176,15 @@ def native_bf16(device: torch.device) -> bool:
 
 @functools.cache
 def effective_precision(precision: str, device: torch.device) -> str:
-    """`auto` becomes bf16 where the hardware runs it natively and fp32 elsewhere. An
-    explicit bf16 on a CPU without it is kept, with one warning: on an AVX2-only CPU a
-    ResNet50 bf16 training step measured 7x slower than fp32 (bench_classifier_throughput)."""
+    """`auto` becomes bf16 on a CUDA device that has it and fp32 everywhere else.
+
+    Never bf16 on a CPU unless asked: a CPU with AVX512-BF16 would then compute other numbers
+    than one without it, and the same `dvc repro` would give different figures depending on
+    the machine, with nothing in `dvc params diff` to say why. An explicit bf16 on a CPU
+    without native support is kept, with one warning: on an AVX2-only CPU a ResNet50 bf16
+    training step measured 7x slower than fp32 (bench_classifier_throughput)."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
     if precision == "bf16" and not native_bf16(device):
         console.print(f"[bold yellow]warning:[/] bf16 on {device} is emulated here (no "
                       "AVX512-BF16/AMX): several times slower than fp32. Use precision: auto "

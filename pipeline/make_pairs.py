@@ -18,7 +18,6 @@ from kornia.filters import gaussian_blur2d
 from pipeline.common import (
     PipelineError,
     console,
-    environment_record,
     load_array,
     read_crop_table,
     save_array_atomic,
@@ -118,7 +117,9 @@ def main() -> None:
     for name, array in pairs.items():
         save_array_atomic(args.out / f"{name}.npy", array.astype(np.float32))
     summary = {name: list(array.shape) for name, array in pairs.items()}
-    write_json_atomic(args.out / "shapes.json", summary | {"environment": environment_record()})
+    # Shapes only: an environment record here (platform, versions) would change this output's
+    # hash from one machine to the next and send every stage downstream of it back to work.
+    write_json_atomic(args.out / "shapes.json", summary)
     console.print(f"pairs: {summary}")
 
 

@@ -134,6 +134,30 @@ def anonymised_test_samples(project: Path, folder: Path) -> tuple[Path, dict[str
     return folder, hidden
 
 
+def test_a_second_clone_pulls_the_results_and_reruns_nothing(tmp_path):
+    """The README's remote workflow: clone A reproduces and pushes to a remote (a plain
+    folder here; an object store works the same way); a fresh clone B pulls, finds every
+    stage up to date and reproduces nothing. Nothing machine-specific may sit in an output
+    that a stage depends on, or B would see changed dependencies."""
+    project = make_project(tmp_path)
+    remote = tmp_path / "dvc-remote"
+    sh([DVC, "repro"], project)
+    sh([DVC, "remote", "add", "-d", "shared", str(remote)], project)
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-q", "-m", "results and remote"], project)
+    sh([DVC, "push"], project)
+
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "data" / "ingested").exists()  # the data come from the remote only
+    sh([DVC, "pull"], clone)
+    status = json.loads(sh([DVC, "status", "--json"], clone).stdout)
+    assert status == {}, status
+    rerun = sh([DVC, "repro"], clone)
+    assert stages_run(rerun.stdout) == set(), rerun.stdout
+    assert (clone / "data" / "bundles" / "mobilenet_v3_small.pt").is_file()
+
+
 def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):
     """A relative raw folder outside the repo, run as queued runs are (a temporary copy
     under .dvc/tmp/exps): check_params names the reason before DVC's own dependency check,
