@@ -17,9 +17,10 @@ from rich.table import Table
 from torchvision.transforms import v2
 
 from models.classifier import build_classifier
-from pipeline.augment import augment_images, build_augmentation
+from pipeline.classify.augment import augment_images, build_augmentation
+from pipeline.cli import first_line
 from pipeline.config import load_params
-from pipeline.device import autocast_for, resolve_device
+from pipeline.runtime.device import autocast_for, resolve_device
 
 
 def torchvision_per_image(params) -> v2.Compose:
@@ -45,7 +46,7 @@ def timed(fn, repeats: int = 2) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from models.classifier import build_classifier
-from pipeline.device import autocast_for, resolve_device
+from pipeline.cli import first_line
+from pipeline.runtime.device import autocast_for, resolve_device
 
 STUDY_IMAGES_PER_S = {"resnet50": 24 * 16 / 308, "vgg16": 2 * 256 / 300}
 
@@ -57,7 +58,7 @@ def images_per_second(name: str, device: torch.device, precision: str, channels_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbones", nargs="+", default=["vgg16", "resnet50",

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.common import load_array
-from pipeline.images import from_uint16, read_crop
+from pipeline.cli import first_line
+from pipeline.data.images import from_uint16, read_crop
+from pipeline.io import load_array
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--crops", type=int, default=1000)
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args()

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.cli import first_line
+
 
 def seconds(cmd: list[str], repeats: int) -> float:
     env = os.environ | {"DVC_NO_ANALYTICS": "1"}
@@ -27,7 +29,7 @@ def seconds(cmd: list[str], repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     dvc = str(Path(sys.executable).with_name("dvc"))

@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.cli import first_line
+
 
 def probe(count: int) -> None:
     from pipeline.config import load_params
-    from pipeline.ingest import ingest_crops
-    from pipeline.split import split_groups
+    from pipeline.data.ingest import ingest_crops
+    from pipeline.data.split import split_groups
 
     params = load_params()
     rng = np.random.default_rng(0)
@@ -56,7 +58,7 @@ def probe(count: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from models.sr import build_generator
-from pipeline.tiling import tile_starts, upscale_tiled
+from pipeline.cli import first_line
+from pipeline.sr.inference import tile_starts, upscale_tiled
 
 
 def one_tile_at_a_time(model, image, scale, tile, overlap):
@@ -60,7 +61,7 @@ def memory_probe(size: int, tile: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)

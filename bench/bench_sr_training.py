@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from models.sr import build_discriminator, build_generator
+from pipeline.cli import first_line
 from pipeline.config import load_params
-from pipeline.device import autocast_for, resolve_device
-from pipeline.train_sr import train_sr
+from pipeline.runtime.device import autocast_for, resolve_device
+from pipeline.sr.training import train_sr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def pipeline_seconds(sr, device: torch.device, iters: int, crops: int = 64) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--feat", type=int, default=16)
     parser.add_argument("--blocks", type=int, default=2)

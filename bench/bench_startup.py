@@ -1,4 +1,4 @@
-"""Start-up time of each stage's process (`python -m pipeline.<stage> --help`), against a
+"""Start-up time of each stage's process (`python -m pipeline.stages.<stage> --help`), against a
 bare `python -c pass` (baseline) and a bare `import torch`, best of several runs on a warm
 file cache. Issue target: the torch-free stages in well under a second.
 
@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.cli import first_line
+
 REPO = Path(__file__).resolve().parents[1]
-TORCH_FREE = ["check_params", "ingest", "split", "compare", "report", "grid", "ablation"]
-TORCH_STAGES = ["train_classifier", "evaluate"]
+TORCH_FREE = ["stages.check_params", "stages.ingest", "stages.split", "stages.compare",
+              "stages.report", "tools.grid", "tools.ablation"]
+TORCH_STAGES = ["stages.train_classifier", "stages.evaluate"]
 
 
 def best_seconds(command: list[str], repeats: int) -> float:
@@ -28,7 +31,7 @@ def best_seconds(command: list[str], repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     bare = best_seconds([sys.executable, "-c", "pass"], args.repeats)

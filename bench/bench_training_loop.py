@@ -24,9 +24,10 @@ from bench_classifier_throughput import images_per_second
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.classify.training import train_classifier
+from pipeline.cli import first_line
 from pipeline.config import load_params
-from pipeline.device import effective_precision, resolve_device
-from pipeline.train_classifier import train_classifier
+from pipeline.runtime.device import effective_precision, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def in_pipeline(backbone: str, device: torch.device, precision: str, size: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)

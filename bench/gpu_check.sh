@@ -17,9 +17,9 @@ python3 - <<'PY' 2>&1 | tee "$OUT/paths.txt"
 import time, torch
 from models.classifier import build_classifier
 from models.sr import build_generator
-from pipeline.tiling import upscale_tiled
-from pipeline.device import autocast_for
-from pipeline.augment import build_augmentation, augment_images
+from pipeline.sr.inference import upscale_tiled
+from pipeline.runtime.device import autocast_for
+from pipeline.classify.augment import build_augmentation, augment_images
 from pipeline.config import load_params
 dev = torch.device("cuda")
 print("device", torch.cuda.get_device_name(dev), "torch", torch.__version__)

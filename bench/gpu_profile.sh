@@ -64,7 +64,7 @@ else
 fi
 
 # shellcheck disable=SC2086  # PROFILE and DATA are lists of -S arguments
-timeout 330 python -m pipeline.run_demo --timeline "$OUT/timeline.csv" -- exp run $PROFILE $DATA \
+timeout 330 python -m pipeline.tools.run_demo --timeline "$OUT/timeline.csv" -- exp run $PROFILE $DATA \
     2>&1 | tee "$OUT/repro.log" | grep -v "━"
 # shellcheck disable=SC2086
 timeout 60 python bench/bench_training_loop.py $LOOP_ARGS 2>&1 | grep -v "━" | tee "$OUT/loop.txt"

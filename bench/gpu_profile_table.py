@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.cli import first_line
+
 TRAINING_STAGES = ("train_sr", "train_classifier")
 
 
@@ -60,7 +62,7 @@ def summary(timeline: pd.DataFrame, samples: pd.DataFrame) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     path = args.out / "timeline.csv"  # missing when dvc stopped before any stage ran

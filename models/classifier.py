@@ -3,63 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-from models.backbones import BACKBONE_NAMES
+from models.backbones import BACKBONES
 from models.weights import WeightsError, load_state_dict_file
+from pipeline.cli import first_line
 
 # ImageNet statistics averaged over RGB: a grey crop normalised with them matches what the
 # summed first-layer kernel expects (the usual in_chans=1 adaptation of RGB weights).
 GREY_MEAN, GREY_STD = 0.449, 0.226
-
-
-def _first_conv_vgg(m):
-    return m.features, "0"
-
-
-def _first_conv_resnet(m):
-    return m, "conv1"
-
-
-def _first_conv_features00(m):
-    return m.features[0], "0"
-
-
-def _first_conv_regnet(m):
-    return m.stem, "0"
-
-
-def _head_vgg(m):
-    return m.classifier, "6"
-
-
-def _head_fc(m):
-    return m, "fc"
-
-
-def _head_mobilenet(m):
-    return m.classifier, "3"
-
-
-def _head_efficientnet(m):
-    return m.classifier, "1"
-
-
-# name -> (where the first conv lives, where the classification head lives)
-BACKBONES: dict[str, tuple[Callable, Callable]] = {
-    "vgg16": (_first_conv_vgg, _head_vgg),
-    "resnet50": (_first_conv_resnet, _head_fc),
-    "mobilenet_v3_large": (_first_conv_features00, _head_mobilenet),
-    "mobilenet_v3_small": (_first_conv_features00, _head_mobilenet),
-    "efficientnet_b0": (_first_conv_features00, _head_efficientnet),
-    "regnet_y_400mf": (_first_conv_regnet, _head_fc),
-}
-assert tuple(BACKBONES) == BACKBONE_NAMES, "models/backbones.py lists the same names"
 
 
 class GreyClassifier(nn.Module):
@@ -75,8 +31,13 @@ class GreyClassifier(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
 
+def _parent_and_name(model: nn.Module, path: str) -> tuple[nn.Module, str]:
+    parent, _, name = path.rpartition(".")
+    return (model.get_submodule(parent) if parent else model), name
+
+
 def _adapt_first_conv(model: nn.Module, name: str) -> None:
-    parent, attr = BACKBONES[name][0](model)
+    parent, attr = _parent_and_name(model, BACKBONES[name].first_conv)
     conv: nn.Conv2d = parent._modules[attr]
     grey = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                      conv.dilation, conv.groups, conv.bias is not None)
@@ -89,7 +50,7 @@ def _adapt_first_conv(model: nn.Module, name: str) -> None:
 
 
 def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
-    parent, attr = BACKBONES[name][1](model)
+    parent, attr = _parent_and_name(model, BACKBONES[name].head)
     old: nn.Linear = parent._modules[attr]
     parent._modules[attr] = nn.Linear(old.in_features, num_classes)
 
@@ -114,7 +75,7 @@ def build_classifier(name: str, pretrained: str = "none",
         except Exception as exc:  # no network, no cache, or a file that is not weights
             raise WeightsError(
                 f"classifier.pretrained=imagenet: could not load {weights} for {name} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Put the file in "
+                f"({type(exc).__name__}: {first_line(exc, 160)}). Put the file in "
                 f"torch's cache ($TORCH_HOME/hub/checkpoints) or pass its path as "
                 "classifier.pretrained") from None
         model = get_model(name, weights=None)
@@ -128,7 +89,7 @@ def build_classifier(name: str, pretrained: str = "none",
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise WeightsError(f"{path}: does not fit {name} "
-                               f"({str(exc).splitlines()[0][:200]})") from None
+                               f"({first_line(exc)})") from None
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         loaded = f"file:{path.name}:sha256={digest}"
     _adapt_first_conv(model, name)

@@ -10,6 +10,7 @@ from torch import nn
 
 from models.basicsr_compat import RRDBNet, UNetDiscriminatorSN, VGGStyleDiscriminator
 from models.weights import WeightsError, load_state_dict_file
+from pipeline.cli import first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,7 +86,7 @@ class VGGPerceptualLoss(nn.Module):
             vgg.load_state_dict(load_state_dict_file(Path(weights_path)))
         except RuntimeError as exc:
             raise WeightsError(f"{weights_path}: not torchvision VGG19 weights "
-                               f"({str(exc).splitlines()[0][:160]})") from None
+                               f"({first_line(exc, 160)})") from None
         self.features = vgg.features[:VGG19_CONV5_4 + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

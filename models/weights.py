@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cli import first_line
+
 
 class WeightsError(ValueError):
     """A weights file that cannot be used; the message names it."""
@@ -19,7 +21,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusals, truncation, not a torch file
         raise WeightsError(f"{path}: not a loadable weights file under weights_only=True "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                           f"({type(exc).__name__}: {first_line(exc)})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not (isinstance(state, dict) and state

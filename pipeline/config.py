@@ -325,6 +325,22 @@ def arrival_size(params: Params, input_kind: str | None = None) -> int:
     return acquired_size(params) * params.sr.scale
 
 
+def classifier_image_size(params: Params) -> int:
+    """classifier.image_size, with auto meaning the size the input arrives at."""
+    size = params.classifier.image_size
+    return arrival_size(params) if size == "auto" else int(size)
+
+
+def sr_storage_size(params: Params) -> int:
+    """Edge sr_infer stores SR images at: the classifier's size when it reads them smaller
+    than they arrive (sr.store_full_size false), else crop x scale."""
+    full = arrival_size(params, "sr")
+    size = params.classifier.image_size
+    if params.sr.store_full_size or size == "auto" or int(size) >= full:
+        return full
+    return int(size)
+
+
 def _check(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ParamsError(f"params.yaml: {key}: {why}")

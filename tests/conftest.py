@@ -101,7 +101,7 @@ def square_crops(root: Path, count: int, split_of) -> tuple[Path, Path]:
     and a split.csv with split_of(index) for each; returns (crops folder, split.csv)."""
     import pandas as pd
 
-    from pipeline.common import save_array_atomic
+    from pipeline.io import save_array_atomic
 
     crops = root / "crops"
     rng = np.random.default_rng(0)

@@ -16,8 +16,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline import ablation, grid, report
-from pipeline.grid import collect_experiments, grid_table, print_grid
+from pipeline.reporting import ablation, experiments, html
+from pipeline.reporting.experiments import collect_experiments, grid_table
+from pipeline.stages import report as report_stage
+from pipeline.tools import ablation as ablation_tool
+from pipeline.tools import experiments_page
+from pipeline.tools.grid import print_grid
 from tests.conftest import write_params
 
 DEMO = {"raw_dir": "data/demo_raw", "acquire_downsample": 0}
@@ -113,7 +117,7 @@ def test_collect_leaves_out_failed_and_queued_and_counts_them():
     assert names == {"workspace", "main", "sr-gan", "bicubic-new", "bicubic-old", "hr",
                      "real-sr", "real-bicubic"}
     assert dict(collected.left_out) == {"failed": 1, "queued": 1}
-    assert "1 failed, 1 queued" in grid.describe_left_out(collected.left_out)
+    assert "1 failed, 1 queued" in experiments.describe_left_out(collected.left_out)
 
 
 def test_workspace_is_left_out_while_an_experiment_runs_in_it():
@@ -181,7 +185,7 @@ def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     assert len(mismatch) == 1 and "different test splits" in mismatch["note"].iloc[0]
     assert pd.isna(mismatch["delong_p_value"].iloc[0])
 
-    ablation.print_ablation(table, paired)
+    ablation_tool.print_ablation(table, paired)
     out = capsys.readouterr().err
     assert out.count("Ablation on held-out test samples, data:") == 2
     assert "data/demo_raw, crops as they are" in out and "/data/tdp43, acquired at 1/4" in out
@@ -230,7 +234,7 @@ def test_ablation_cli_writes_both_files(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "predictions_from_git", read_predictions)
     monkeypatch.setattr(sys, "argv", ["ablation", "--json", str(show), "--out",
                                       str(tmp_path / "ablation"), "--params", str(params)])
-    ablation.main()
+    ablation_tool.main()
     table = pd.read_csv(tmp_path / "ablation" / "table.csv")
     paired = pd.read_csv(tmp_path / "ablation" / "paired.csv")
     assert len(table) == 6 and len(paired) == 5
@@ -276,7 +280,7 @@ def test_grid_has_both_levels_and_the_same_filtering(capsys):
     out = capsys.readouterr().err
     assert "crop 0.910 / 0.860" in out and "sample 0.910 / 0.860" in out
     assert "0.0001" in out and "0.0005" in out
-    assert grid.format_lr(0.00005) == "0.00005"
+    assert experiments.format_lr(0.00005) == "0.00005"
 
 
 # ------------------------------------------------------------------ report
@@ -318,14 +322,15 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
     backbones = ["vgg16", "resnet50"]
     hand_made_reports(tmp_path / "reports", backbones)
     # The DVC stage's page reads only its declared deps: no ablation there.
-    stage_page = report.build_report(tmp_path / "reports", backbones, with_experiments=False)
+    split = tmp_path / "split.csv"
+    stage_page = html.build_report(tmp_path / "reports", split, backbones, with_experiments=False)
     assert "Does SR help?" not in stage_page
-    monkeypatch.setattr(report, "experiments_section", lambda: "<h2>Experiments</h2>")
-    page = report.build_report(tmp_path / "reports", backbones, with_experiments=True)
+    monkeypatch.setattr(html, "experiments_section", lambda: "<h2>Experiments</h2>")
+    page = html.build_report(tmp_path / "reports", split, backbones, with_experiments=True)
     for heading in ("<h2>Data</h2>", "<h2>Super-resolution", "<h2>Training curves",
                     "<h2>Backbones on the held-out", "<h3>Paired comparisons",
                     "<h2>Confusion matrices", "<h2>Grad-CAM", "<h2>Cross-validation",
-                    "<h2>Does SR help? (ablation)</h2>", "<h2>Environment"):
+                    "<h2>Does SR help? (ablation)</h2>"):
         assert heading in page, heading
     assert "last convolutional block of each backbone" in page
     assert "<th>crop_threshold</th>" in page and "<td>0.550</td>" in page
@@ -338,15 +343,21 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
     assert "NaN" not in section and "nan" not in section and "None" not in section
 
 
-def test_report_gradcam_layers_match_explain():
-    from models.classifier import build_classifier
-    from pipeline.explain import CAM_LAYERS
+def test_every_backbone_names_layers_its_model_has():
+    """models.backbones is the one list of where each backbone's parts sit: the factory,
+    Grad-CAM and the report all read it, so each path must exist in the real model."""
+    from torchvision.models import get_model
 
-    assert set(report.GRADCAM_LAYERS) == set(CAM_LAYERS)
-    for backbone, layer_of in CAM_LAYERS.items():
+    from models.backbones import BACKBONES
+    from models.classifier import build_classifier
+
+    for backbone, parts in BACKBONES.items():
+        bare = get_model(backbone, weights=None)
+        for path in (parts.first_conv, parts.head, parts.cam_layer):
+            bare.get_submodule(path)  # raises AttributeError for a wrong path
         model, _ = build_classifier(backbone, "none")
-        name = next(n for n, m in model.named_modules() if m is layer_of(model))
-        assert report.GRADCAM_LAYERS[backbone].startswith(name.removeprefix("backbone.") + ",")
+        assert model.get_submodule(f"backbone.{parts.first_conv}").in_channels == 1
+        assert model.get_submodule(f"backbone.{parts.head}").out_features == 2
 
 
 def test_report_with_experiments_writes_its_own_page(tmp_path, monkeypatch):
@@ -358,24 +369,28 @@ def test_report_with_experiments_writes_its_own_page(tmp_path, monkeypatch):
     show[1]["experiments"].append(exp_range(
         state("g1", "lr-5e-4", "2026-03-07T10:00:00", DEMO, "sr", 0.88, generator="psnr",
               lr=0.0005, batch=32), "success"))
-    monkeypatch.setattr(grid, "experiments_from_dvc", lambda: collect_experiments(show))
+    monkeypatch.setattr(experiments, "experiments_from_dvc", lambda: collect_experiments(show))
     pipeline_page = reports / "report.html"
-    monkeypatch.setattr(sys, "argv", ["report", "--reports", str(reports), "--out",
-                                      str(pipeline_page), "--params", str(params),
-                                      "--experiments", str(tmp_path / "experiments.html")])
-    report.main()
+    monkeypatch.setattr(sys, "argv", ["experiments_page", "--reports", str(reports), "--out",
+                                      str(tmp_path / "experiments.html"), "--params",
+                                      str(params)])
+    experiments_page.main()
     assert not pipeline_page.exists()  # the DVC-tracked page is left alone
     page = (tmp_path / "experiments.html").read_text()
     assert "lr x batch_size grid" in page and "1 failed, 1 queued" in page
-    grid_part = page.split("lr x batch_size grid")[1].split("<h2>Environment")[0]
+    grid_part = page.split("lr x batch_size grid")[1]
     assert "<td>0.0001</td>" in grid_part and "<td>0.0005</td>" in grid_part
     assert "<td>0.000</td>" not in grid_part
-    monkeypatch.setattr(sys, "argv", ["report", "--reports", str(reports), "--out",
-                                      str(pipeline_page), "--params", str(params),
-                                      "--experiments", str(pipeline_page)])
+    monkeypatch.setattr(sys, "argv", ["experiments_page", "--reports", str(reports), "--out",
+                                      str(pipeline_page), "--params", str(params)])
     with pytest.raises(SystemExit):
-        report.main()
+        experiments_page.main()
     assert not pipeline_page.exists()
+    monkeypatch.setattr(sys, "argv", ["report", "--reports", str(reports), "--split",
+                                      str(tmp_path / "split.csv"), "--out", str(pipeline_page),
+                                      "--params", str(params)])
+    report_stage.main()
+    assert "lr x batch_size grid" not in pipeline_page.read_text()
 
 
 def test_a_grid_cell_at_another_lr_does_not_replace_the_ablation_cell():
@@ -408,7 +423,7 @@ def test_report_sr_rows_are_each_generators_own_figures(tmp_path):
     reports = tmp_path / "reports"
     hand_made_reports(reports, ["vgg16"])
     rows = {row.split("</td>")[0].split(">")[-1]: row
-            for row in report.sr_section(reports).split("<tr>")[1:]}
+            for row in html.sr_section(reports).split("<tr>")[1:]}
     assert "<td>30.500</td>" in rows["SR GAN phase (EMA; generator gan)"]
     assert "<td>31.000</td>" in rows["SR phase 1 (L1; generator psnr)"]
     assert "<td>yes</td>" in rows["SR phase 1 (L1; generator psnr)"]
@@ -416,4 +431,4 @@ def test_report_sr_rows_are_each_generators_own_figures(tmp_path):
     metrics = json.loads((reports / "sr" / "metrics.json").read_text())
     (reports / "sr" / "metrics.json").write_text(json.dumps(
         metrics | {"psnr_gan": None, "ssim_gan": None}))
-    assert "GAN phase" not in report.sr_section(reports)
+    assert "GAN phase" not in html.sr_section(reports)

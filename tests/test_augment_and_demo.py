@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from pipeline.augment import make_training_set
-from pipeline.datasets import balanced_indices
-from pipeline.make_demo import make_demo_dataset
+from pipeline.classify.augment import make_training_set
+from pipeline.classify.images import balanced_indices
+from pipeline.data.demo import make_demo_dataset
 
 
 def test_balancing_oversamples_the_minority_class():

@@ -42,10 +42,11 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     params = write_params(root / "params.yaml")
     raw = root / "raw"
-    for args in (("pipeline.make_demo", "--out", str(raw), "--metrics", str(root / "demo.json")),
-                 ("pipeline.ingest", "--raw-dir", str(raw), "--out", str(root / "ingested"),
+    for args in (("pipeline.stages.make_demo", "--out", str(raw), "--metrics",
+                  str(root / "demo.json")),
+                 ("pipeline.stages.ingest", "--raw-dir", str(raw), "--out", str(root / "ingested"),
                   "--metrics", str(root / "ingest.json"), "--report", str(root / "bad.csv")),
-                 ("pipeline.split", "--manifest", str(root / "ingested" / "manifest.csv"),
+                 ("pipeline.stages.split", "--manifest", str(root / "ingested" / "manifest.csv"),
                   "--out", str(root / "split.csv"), "--folds", str(root / "folds.csv"),
                   "--metrics", str(root / "split.json"))):
         result = stage(*args, "--params", str(params))
@@ -54,7 +55,7 @@ def project(tmp_path_factory):
 
 
 def ingest_args(root: Path, raw: Path, params: Path) -> list[str]:
-    return ["pipeline.ingest", "--raw-dir", str(raw), "--out", str(root / "ingested"),
+    return ["pipeline.stages.ingest", "--raw-dir", str(raw), "--out", str(root / "ingested"),
             "--metrics", str(root / "ingest.json"), "--report", str(root / "bad.csv"),
             "--params", str(params)]
 
@@ -160,7 +161,7 @@ def test_bad_params(project, tmp_path, name):
 
 
 def _classifier_args(project: Path, tmp_path: Path, params: Path) -> list[str]:
-    return ["pipeline.train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
+    return ["pipeline.stages.train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
             str(tmp_path / "aug"), "--split", str(project / "split.csv"), "--crops",
             str(project / "ingested" / "crops"), "--sr", str(tmp_path / "none"), "--model",
             str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ckpt"), "--metrics",
@@ -179,7 +180,7 @@ def test_bad_weights_files(project, tmp_path, name):
         weights.write_bytes(pickle.dumps({"w": TouchOnUnpickle(marker)}))
     params = write_params(tmp_path / "p.yaml", classifier={"input": "raw",
                                                           "pretrained": str(weights)})
-    result = stage("pipeline.augment", "--split", str(project / "split.csv"), "--crops",
+    result = stage("pipeline.stages.augment", "--split", str(project / "split.csv"), "--crops",
                    str(project / "ingested" / "crops"), "--sr", str(tmp_path / "none"),
                    "--out", str(tmp_path / "aug"), "--metrics", str(tmp_path / "a.json"),
                    "--params", str(params))
@@ -191,26 +192,27 @@ def test_bad_weights_files(project, tmp_path, name):
 
 
 def test_sr_checkpoint_needing_unpickling_is_refused(project, tmp_path):
-    from pipeline.common import load_array
     from pipeline.config import load_params
-    from pipeline.train_sr import checkpoint_path_for, training_config
+    from pipeline.io import load_array
+    from pipeline.runtime.checkpoints import checkpoint_path
+    from pipeline.sr.training import training_config
 
     params_file = write_params(tmp_path / "p.yaml")
     params = load_params(params_file)
-    result = stage("pipeline.make_pairs", "--crops", str(project / "ingested" / "crops"),
+    result = stage("pipeline.stages.make_pairs", "--crops", str(project / "ingested" / "crops"),
                    "--split", str(project / "split.csv"), "--manifest",
                    str(project / "ingested" / "manifest.csv"), "--out", str(tmp_path / "pairs"),
                    "--params", str(params_file))
     assert result.returncode == 0, result.stderr
     pairs = {n: load_array(tmp_path / "pairs" / f"{n}.npy")
              for n in ("train_lr", "train_hr", "val_lr", "val_hr")}
-    checkpoint = checkpoint_path_for(tmp_path / "ckpt",
-                                     training_config(params.sr, params.seed, pairs))
+    checkpoint = checkpoint_path(tmp_path / "ckpt", "sr",
+                                 training_config(params.sr, params.seed, pairs))
     checkpoint.parent.mkdir()
     marker = tmp_path / "payload_ran"
     checkpoint.write_bytes(pickle.dumps({"config": TouchOnUnpickle(marker)}))
     before = snapshot(project)
-    result = stage("pipeline.train_sr", "--pairs", str(tmp_path / "pairs"), "--model-dir",
+    result = stage("pipeline.stages.train_sr", "--pairs", str(tmp_path / "pairs"), "--model-dir",
                    str(tmp_path / "models"), "--checkpoints", str(tmp_path / "ckpt"),
                    "--metrics", str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"),
                    "--samples", str(tmp_path / "s.png"), "--params", str(params_file))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from pipeline.batches import training_batches
-from pipeline.train_classifier import throughput
+from pipeline.classify.batches import training_batches
+from pipeline.classify.training import throughput
 
 
 @pytest.mark.parametrize("size,batch_size", [(24, 5), (24, 8), (7, 16), (100, 32)])
@@ -70,7 +70,7 @@ def test_throughput_leaves_the_warmup_epoch_out():
 
 
 def test_a_resumed_run_counts_its_first_epoch_as_warmup(tmp_path):
-    from pipeline import train_classifier as stage
+    from pipeline.classify import training as stage
     from pipeline.config import load_params
     from tests.conftest import write_params
 

@@ -11,15 +11,15 @@ from torchvision.models import get_model
 
 from models.classifier import BACKBONES, build_classifier
 from models.weights import WeightsError
-from pipeline.common import PipelineError
-from pipeline.metrics import (
+from pipeline.classify.training import train_classifier
+from pipeline.cli import PipelineError
+from pipeline.stats import (
     binary_metrics,
     bootstrap_auc_interval,
     evaluation_report,
     expected_calibration_error,
     sample_level,
 )
-from pipeline.train_classifier import train_classifier
 
 
 class TouchOnUnpickle:
@@ -249,7 +249,7 @@ def test_classifier_checkpoint_with_other_params_is_refused(params, tmp_path):
 
 
 def test_delong_matches_sklearn_auc_and_bootstrap_spread():
-    from pipeline.metrics import delong_test, paired_bootstrap_auc_difference
+    from pipeline.stats import delong_test, paired_bootstrap_auc_difference
 
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(60), np.zeros(80)].astype(int)
@@ -271,12 +271,12 @@ def test_delong_matches_sklearn_auc_and_bootstrap_spread():
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_grad_cam_maps_for_every_backbone(name):
-    from pipeline.explain import CAM_LAYERS, grad_cam
+    from pipeline.classify.explain import cam_layer, grad_cam
 
     torch.manual_seed(0)
     model, _ = build_classifier(name, "none")
     images = torch.rand(2, 1, 64, 64)
-    maps = grad_cam(model, CAM_LAYERS[name](model), images)
+    maps = grad_cam(model, cam_layer(model, name)[1], images)
     assert maps.shape == (2, 64, 64)
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
     assert torch.isfinite(maps).all()
@@ -284,14 +284,14 @@ def test_grad_cam_maps_for_every_backbone(name):
 
 # ------------------------------------------------------------------ inference and evaluate
 def test_decide_is_positive_from_the_threshold_on():
-    from pipeline.inference import decide
+    from pipeline.classify.inference import decide
 
     assert decide(np.array([0.0, 0.4999, 0.5, 0.9])).tolist() == [0, 0, 1, 1]
     assert decide(0.7, threshold=0.8).tolist() == 0
 
 
 def test_load_trained_refuses_other_files_in_one_line(tmp_path):
-    from pipeline.inference import load_trained
+    from pipeline.classify.inference import load_trained
 
     path = tmp_path / "model.pt"
     torch.save({"model": get_model("resnet50", weights=None).state_dict()}, path)
@@ -305,9 +305,9 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     import json
     import sys
 
-    from pipeline import evaluate
-    from pipeline.common import save_array_atomic
     from pipeline.config import load_params
+    from pipeline.io import save_array_atomic
+    from pipeline.stages import evaluate
     from tests.conftest import write_params
 
     params_file = write_params(tmp_path / "params.yaml", classifier={"input": input_kind})
@@ -357,25 +357,28 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     assert set(samples["backbone"]) == {"mobilenet_v3_small"}
 
 
-def test_precision_auto_follows_the_hardware(monkeypatch):
-    import pipeline.device as device_module
+def test_precision_auto_is_fp32_on_every_cpu_and_bf16_only_when_asked(monkeypatch):
+    """The same params give the same numbers on any CPU: auto never turns on bf16 there,
+    not even where the CPU computes it natively; bf16 runs only when params ask for it."""
+    import pipeline.runtime.device as device_module
 
     cpu = torch.device("cpu")
-    device_module.effective_precision.cache_clear()
-    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
-    assert device_module.effective_precision("auto", cpu) == "fp32"
-    assert device_module.effective_precision("fp32", cpu) == "fp32"
-    device_module.effective_precision.cache_clear()
-    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
-    assert device_module.effective_precision("auto", cpu) == "bf16"
-    with device_module.autocast_for(cpu, "auto"):
+    for native in (False, True):
+        device_module.effective_precision.cache_clear()
+        monkeypatch.setattr(device_module, "native_bf16", lambda device, native=native: native)
+        assert device_module.effective_precision("auto", cpu) == "fp32"
+        assert device_module.effective_precision("fp32", cpu) == "fp32"
+        with device_module.autocast_for(cpu, "auto"):
+            assert not torch.is_autocast_enabled("cpu")
+    assert device_module.effective_precision("bf16", cpu) == "bf16"
+    with device_module.autocast_for(cpu, "bf16"):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     device_module.effective_precision.cache_clear()
 
 
 def test_rng_state_continues_the_stream_and_reads_older_checkpoints():
-    from pipeline.device import restore_rng_state, rng_state
+    from pipeline.runtime.device import restore_rng_state, rng_state
 
     cpu = torch.device("cpu")
     torch.manual_seed(3)

@@ -116,8 +116,8 @@ def test_vgg16_really_needs_32_px():
 
 
 def test_weight_files_are_checked_before_any_stage(tmp_path):
-    from pipeline.check_params import check_weights_files
-    from pipeline.common import PipelineError
+    from pipeline.cli import PipelineError
+    from pipeline.stages.check_params import check_weights_files
 
     typo = load_params(write_params(tmp_path / "a.yaml", classifier={"pretrained": "imagnet"}))
     with pytest.raises(PipelineError, match="classifier.pretrained: 'imagnet' is not a file; "

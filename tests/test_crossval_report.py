@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import crossval
-from pipeline.common import PipelineError, save_array_atomic
+from pipeline.classify import crossval
+from pipeline.classify.crossval import summarise
+from pipeline.classify.images import load_classifier_images
+from pipeline.classify.inference import score_split
+from pipeline.cli import PipelineError
 from pipeline.config import load_params
-from pipeline.crossval import summarise
-from pipeline.datasets import load_classifier_images
-from pipeline.inference import score_split
-from pipeline.split import fold_of_each_crop
+from pipeline.data.split import fold_of_each_crop
+from pipeline.io import save_array_atomic
 from tests.conftest import write_params
 
 
@@ -78,8 +79,8 @@ def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
 
 def test_crossval_never_reads_sr_images():
     """The SR model saw some folds' test groups: the folds read bicubic instead of sr."""
-    from pipeline.crossval import crossval_input
-    from pipeline.datasets import image_folder
+    from pipeline.classify.crossval import crossval_input
+    from pipeline.classify.images import image_folder
 
     assert crossval_input("sr") == "bicubic"
     assert {crossval_input(kind) for kind in ("raw", "bicubic", "hr")} == {"raw", "bicubic",

@@ -10,14 +10,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.common import save_array_atomic
+from pipeline.io import save_array_atomic
 from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
 
 
-def _launch(nproc: int, module: str, args: list[str], log_dir: Path) -> None:
-    # The same launcher the DVC stage uses; torchrun's per-rank logs go to log_dir.
-    command = [sys.executable, "-m", "pipeline.launch", "--nproc", str(nproc), module, *args]
+def _launch(module: str, args: list[str], log_dir: Path) -> None:
+    # As DVC runs the stage: one process, which hands itself to torchrun when
+    # distributed.nproc > 1; torchrun's per-rank logs go to log_dir.
+    command = [sys.executable, "-m", module, *args]
     env = {"OMP_NUM_THREADS": "1", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
            "TORCHELASTIC_ERROR_FILE": str(log_dir / "error.json"),
            "HOME": str(log_dir)}
@@ -31,7 +32,8 @@ def test_classifier_two_ranks_gloo(tmp_path):
     params_file = write_params(tmp_path / "params.yaml", epochs=3, lr=0.003, batch_size=8,
                                classifier={"input": "raw"}, distributed={"nproc": 2})
     crops, split_csv = square_crops(tmp_path, 64, lambda i: "val" if i < 16 else "train")
-    aug = subprocess.run([sys.executable, "-m", "pipeline.augment", "--split", str(split_csv),
+    aug = subprocess.run([sys.executable, "-m", "pipeline.stages.augment", "--split",
+                          str(split_csv),
                           "--crops", str(crops), "--sr", str(tmp_path / "none"), "--out",
                           str(tmp_path / "aug"), "--metrics", str(tmp_path / "aug.json"),
                           "--params", str(params_file)], cwd=REPO, capture_output=True,
@@ -39,12 +41,12 @@ def test_classifier_two_ranks_gloo(tmp_path):
     assert aug.returncode == 0, aug.stderr
     out = tmp_path / "out"
     out.mkdir()
-    _launch(2, "pipeline.train_classifier", [
+    _launch("pipeline.stages.train_classifier", [
         "--backbone", "mobilenet_v3_small", "--augmented", str(tmp_path / "aug"), "--split",
         str(split_csv), "--crops", str(crops), "--sr", str(tmp_path / "none"), "--model",
         str(out / "model.pt"), "--checkpoints", str(out / "ckpt"), "--metrics",
-        str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--params",
-        str(params_file)], tmp_path)
+        str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--environment",
+        str(out / "environment.json"), "--params", str(params_file)], tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     digests = metrics["replica_weight_digests"]
@@ -67,7 +69,7 @@ def test_sr_two_ranks_gloo(tmp_path):
     for name, array in make_pairs(4, n=8).items():
         save_array_atomic(pairs / f"{name}.npy", array)
     out = tmp_path / "out"
-    _launch(2, "pipeline.train_sr", [
+    _launch("pipeline.stages.train_sr", [
         "--pairs", str(pairs), "--model-dir", str(out), "--checkpoints",
         str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",
         str(out / "curves.csv"), "--samples", str(out / "s.png"), "--params",
@@ -88,9 +90,9 @@ def test_sr_two_ranks_gloo(tmp_path):
 NONFINITE_ON_ONE_RANK = """
 import sys, types
 import torch, torch.distributed as dist
-from pipeline.common import PipelineError
-from pipeline.distributed import DistContext
-from pipeline.sr_steps import raise_if_nonfinite
+from pipeline.cli import PipelineError
+from pipeline.runtime.distributed import DistContext
+from pipeline.sr.steps import raise_if_nonfinite
 rank = int(sys.argv[1])
 dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
 run = types.SimpleNamespace(nonfinite={"loss_pixel": torch.tensor(rank == 1),

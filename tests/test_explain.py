@@ -5,7 +5,13 @@ import torch
 
 from models.backbones import BACKBONE_NAMES
 from models.classifier import build_classifier
-from pipeline.explain import cam_layer, grad_cam, gradcam_figure, pick_examples, save_gradcam_grid
+from pipeline.classify.explain import (
+    cam_layer,
+    grad_cam,
+    gradcam_figure,
+    pick_examples,
+    save_gradcam_grid,
+)
 
 NAMES = ("Control", "ALS")
 # The last convolutional block of each backbone, by its name inside torchvision's model.

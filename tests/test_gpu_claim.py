@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import device as device_module
+from pipeline.runtime import device as device_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from pipeline.device import claim_gpu
+    from pipeline.runtime.device import claim_gpu
     names = [f"gpu{i}" for i in range(int(sys.argv[1]))]
     index, free = claim_gpu(names, Path(sys.argv[2]))
     print(index, free, flush=True)

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.common import PipelineError, load_array
+from pipeline.cli import PipelineError
 from pipeline.config import load_params
-from pipeline.ingest import ingest_crops
+from pipeline.data.ingest import ingest_crops
+from pipeline.io import load_array
 from tests.conftest import REPO, blob, write_crop, write_params
 
 
@@ -155,7 +156,7 @@ def test_relative_raw_dir_message_mentions_dvc_queue(tmp_path, params, monkeypat
 
 def _ingest_cli(raw, out, tmp_path, params_file):
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.ingest", "--raw-dir", str(raw), "--out", str(out),
+        [sys.executable, "-m", "pipeline.stages.ingest", "--raw-dir", str(raw), "--out", str(out),
          "--metrics", str(tmp_path / "m.json"), "--report", str(tmp_path / "bad.csv"),
          "--params", str(params_file)], capture_output=True, text=True, cwd=REPO)
 
@@ -192,7 +193,7 @@ def test_files_of_other_extensions_are_counted_by_extension_on_the_console(raw_d
         (raw_dir / "ALS" / "SD000_10_crops_r" / f"extra{index}.jpg").write_bytes(b"\xff\xd8")
     (raw_dir / "Control" / "CT000_10_crops_r" / "notes.txt").write_text("settings")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.ingest", "--raw-dir", raw_dir, "--out",
+        [sys.executable, "-m", "pipeline.stages.ingest", "--raw-dir", raw_dir, "--out",
          tmp_path / "out", "--metrics", tmp_path / "m.json", "--report", tmp_path / "bad.csv",
          "--params", params_file], capture_output=True, text=True, cwd=REPO,
         env=os.environ | {"COLUMNS": "200"})

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.common import save_array_atomic
+from pipeline.io import save_array_atomic
 from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
 
@@ -67,7 +67,7 @@ def test_train_sr_sigkill_and_resume(tmp_path):
 
     def args(run: str) -> list[str]:
         out = tmp_path / run
-        return ["pipeline.train_sr", "--pairs", str(pairs_dir), "--model-dir", str(out),
+        return ["pipeline.stages.train_sr", "--pairs", str(pairs_dir), "--model-dir", str(out),
                 "--checkpoints", str(out / "ckpt"), "--metrics", str(out / "m.json"),
                 "--curves", str(out / "curves.csv"), "--samples", str(out / "s.png"),
                 "--params", str(params_file)]
@@ -95,13 +95,14 @@ def test_train_classifier_sigkill_and_resume(tmp_path):
                                classifier={"input": "raw"})
     crops, split_csv = square_crops(
         tmp_path, 48, lambda i: ("train", "train", "val", "test")[i % 4] if i >= 8 else "val")
-    _run(["pipeline.augment", "--split", str(split_csv), "--crops", str(crops), "--sr",
+    _run(["pipeline.stages.augment", "--split", str(split_csv), "--crops", str(crops), "--sr",
           str(tmp_path / "no_sr"), "--out", str(tmp_path / "aug"), "--metrics",
           str(tmp_path / "aug.json"), "--params", str(params_file)])
 
     def args(run: str) -> list[str]:
         out = tmp_path / run
-        return ["pipeline.train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
+        return ["pipeline.stages.train_classifier", "--backbone", "mobilenet_v3_small",
+                "--augmented",
                 str(tmp_path / "aug"), "--split", str(split_csv), "--crops", str(crops), "--sr",
                 str(tmp_path / "no_sr"), "--model", str(out / "model.pt"), "--checkpoints",
                 str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",

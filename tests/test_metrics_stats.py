@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline import compare
-from pipeline.common import PipelineError
-from pipeline.metrics import (
+from pipeline.cli import PipelineError
+from pipeline.reporting import compare
+from pipeline.stats import (
     binary_metrics,
     bootstrap_auc_interval,
     bootstrap_metric_interval,

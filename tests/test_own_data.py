@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.common import PipelineError, load_array
+from pipeline.cli import PipelineError
 from pipeline.config import ParamsError, load_params
-from pipeline.images import BadImageError, from_uint16, read_crop
-from pipeline.ingest import ingest_crops
-from pipeline.make_pairs import make_lr_hr_pairs
-from pipeline.split import split_groups
-from pipeline.train_sr import train_sr
+from pipeline.data.images import BadImageError, from_uint16, read_crop
+from pipeline.data.ingest import ingest_crops
+from pipeline.data.split import split_groups
+from pipeline.io import load_array
+from pipeline.sr.pairs import make_lr_hr_pairs
+from pipeline.sr.training import train_sr
 from tests.conftest import write_crop, write_params
 
 
@@ -61,7 +62,7 @@ def test_a_value_above_the_declared_bit_depth_is_named(tmp_path):
 
 
 def test_a_tiff_tagged_with_fewer_bits_than_its_container_gives_its_tag(tmp_path):
-    from pipeline.images import resolve_bit_depth
+    from pipeline.data.images import resolve_bit_depth
 
     assert resolve_bit_depth([(16, 900, 12), (16, 1200, 12)]) == (12, "TIFF BitsPerSample tag")
     assert resolve_bit_depth([(16, 900, 16), (16, 16000, 16)])[0] == 14
@@ -149,7 +150,8 @@ def test_run_demo_refuses_outside_the_project_root(tmp_path):
 
     from tests.conftest import REPO
 
-    result = subprocess.run([sys.executable, "-m", "pipeline.run_demo"], cwd=REPO / "pipeline",
+    result = subprocess.run([sys.executable, "-m", "pipeline.tools.run_demo"],
+                            cwd=REPO / "pipeline",
                             capture_output=True, text=True,
                             env=os.environ | {"PYTHONPATH": str(REPO)})
     said = result.stdout + result.stderr
@@ -160,7 +162,7 @@ def test_run_demo_refuses_outside_the_project_root(tmp_path):
 def test_run_demo_passes_dvc_options_through():
     """The README's `run_demo exp run -S lr=0.0005`: dvc's options are dvc's, not argparse
     errors; gpu_profile.sh's `--timeline T -- exp run ...` means the same."""
-    from pipeline.run_demo import parse_arguments
+    from pipeline.tools.run_demo import parse_arguments
 
     assert parse_arguments([]).dvc_args == ["repro"]
     assert parse_arguments(["exp", "run", "-S", "lr=0.0005"]).dvc_args == [

@@ -176,8 +176,8 @@ def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):
                     reason="../shared/data/nuclei (real crops) is not present next to the repo")
 def test_real_crops_ingest_and_split(tmp_path):
     from pipeline.config import load_params
-    from pipeline.ingest import ingest_crops
-    from pipeline.split import split_groups, split_metrics
+    from pipeline.data.ingest import ingest_crops
+    from pipeline.data.split import split_groups, split_metrics
 
     params = load_params(write_params(tmp_path / "params.yaml",
                                       data={"positive": "NIH3T3"}))
@@ -213,6 +213,6 @@ def test_readme_walkthrough_with_12_bit_tiffs(tmp_path):
     ingest = json.loads((project / "reports" / "ingest" / "metrics.json").read_text())
     assert ingest["bit_depth"] == 12
     assert ingest["bit_depth_source"] == "largest value in the data (4095)"
-    shown = sh([sys.executable, "-m", "pipeline.results"], project)
+    shown = sh([sys.executable, "-m", "pipeline.tools.results"], project)
     said = shown.stdout + shown.stderr
     assert "mobilenet_v3_small" in said and "camera crops" in said

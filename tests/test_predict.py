@@ -16,15 +16,14 @@ import yaml
 
 from models.classifier import build_classifier
 from models.sr import build_generator
-from pipeline.bundle import BundleError, build_bundle, load_bundle
-from pipeline.common import PipelineError
+from pipeline.classify.bundle import BundleClassifier, BundleError, build_bundle, load_bundle
+from pipeline.classify.images import load_classifier_images
+from pipeline.classify.inference import predict_proba
+from pipeline.cli import PipelineError
 from pipeline.config import load_params
-from pipeline.datasets import load_classifier_images
-from pipeline.inference import predict_proba
-from pipeline.ingest import ingest_crops
-from pipeline.metrics import choose_threshold, evaluation_report, youden_threshold
-from pipeline.predict import BundleClassifier
-from pipeline.sr_infer import super_resolve_crops
+from pipeline.data.ingest import ingest_crops
+from pipeline.sr.inference import super_resolve_crops
+from pipeline.stats import choose_threshold, evaluation_report, youden_threshold
 from tests.conftest import REPO, write_params
 
 # ---------------------------------------------------------------- thresholds
@@ -157,7 +156,7 @@ def run_predict(args: list, cwd: Path) -> subprocess.CompletedProcess:
     """pipeline.predict in a fresh process, run from a folder with no repository files;
     its console (stderr) and stdout together in .stdout."""
     env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "pipeline.stages.predict", *map(str, args)],
                           cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=600)
 
@@ -229,10 +228,13 @@ def _bad_bundles(run: TrainedRun, folder: Path) -> dict[str, tuple[Path, str]]:
     good = folder / "good.pt"
     torch.save(run.bundle(), good)
     bad = {}
-    other_version = run.bundle()
-    other_version["versions"]["torchvision"] = "0.1.0"
-    torch.save(other_version, folder / "torchvision.pt")
-    bad["another torchvision"] = (folder / "torchvision.pt", "made with torchvision 0.1.0")
+    # What another torchvision's architecture looks like: weights that do not fit this one.
+    other_architecture = run.bundle()
+    state = other_architecture["classifier_state"]
+    state["backbone.extra.weight"] = state.pop(next(k for k in state if k.endswith(".weight")))
+    torch.save(other_architecture, folder / "torchvision.pt")
+    bad["another torchvision"] = (folder / "torchvision.pt",
+                                  "weights do not fit this torchvision's mobilenet_v3_small")
     data = good.read_bytes()
     (folder / "truncated.pt").write_bytes(data[:len(data) // 2])
     bad["truncated"] = (folder / "truncated.pt", "truncated or damaged")
@@ -296,7 +298,7 @@ def test_bad_crops_get_ingests_lines_or_are_skipped_and_listed(tmp_path):
 
 
 def test_overwrite_replaces_only_predicts_own_outputs(tmp_path):
-    from pipeline.predict import check_output_folder
+    from pipeline.classify.predict import check_output_folder
 
     new = tmp_path / "new"
     (new / "P000_crops_r").mkdir(parents=True)
@@ -332,7 +334,7 @@ def test_class_folders_are_read_and_their_names_ignored(tmp_path):
 
 
 def test_a_collapsed_model_and_a_one_sample_class_are_flagged():
-    from pipeline.evaluate import reliability
+    from pipeline.classify.evaluation import reliability
 
     # the finding: 3 samples per class, 1/1/1 split, every test crop at p = 0.5419
     collapsed = pd.DataFrame({"group": ["a", "a", "b"], "label": [1, 1, 0],

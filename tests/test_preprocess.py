@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from pipeline.preprocess import describe, preprocess_images
+from pipeline.classify.preprocess import describe, preprocess_images
 
 
 def test_off_by_default_and_identity(params):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from pipeline.compare import comparison_table
-from pipeline.evaluate import reliability
-from pipeline.metrics import evaluation_report
-from pipeline.results import results_table
+from pipeline.classify.evaluation import reliability
+from pipeline.reporting.compare import comparison_table
+from pipeline.stats import evaluation_report
+from pipeline.tools.results import results_table
 
 
 def write_evaluation(reports: Path, backbone: str, predictions: pd.DataFrame) -> None:

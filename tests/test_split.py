@@ -4,9 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.common import PipelineError
+from pipeline.cli import PipelineError
 from pipeline.config import SplitParams
-from pipeline.split import fold_assignment, small_splits, split_groups, split_metrics
+from pipeline.data.split import fold_assignment, small_splits, split_groups, split_metrics
 
 
 def manifest_from(crops_per_group: list[int], labels: list[int]) -> pd.DataFrame:
@@ -96,7 +96,7 @@ def test_sample_names_that_look_missing_or_numeric_survive_the_stage_files(tmp_p
     import subprocess
     import sys
 
-    from pipeline.common import read_crop_table
+    from pipeline.io import read_crop_table
     from tests.conftest import REPO, write_params
 
     manifest = manifest_from([2] * 12, [0] * 6 + [1] * 6)
@@ -105,7 +105,8 @@ def test_sample_names_that_look_missing_or_numeric_survive_the_stage_files(tmp_p
     manifest["sample"] = manifest["group"] + "_crops_r"
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.split", "--manifest", str(tmp_path / "manifest.csv"),
+        [sys.executable, "-m", "pipeline.stages.split", "--manifest",
+         str(tmp_path / "manifest.csv"),
          "--out", str(tmp_path / "split.csv"), "--folds", str(tmp_path / "folds.csv"),
          "--metrics", str(tmp_path / "metrics.json"), "--params",
          str(write_params(tmp_path / "params.yaml"))],

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models.sr import VGGPerceptualLoss, build_generator
-from pipeline.common import PipelineError
-from pipeline.make_pairs import degrade, extract_patches
-from pipeline.tiling import upscale_tiled
-from pipeline.train_sr import train_sr
+from pipeline.cli import PipelineError
+from pipeline.sr.inference import upscale_tiled
+from pipeline.sr.pairs import degrade, extract_patches
+from pipeline.sr.training import train_sr
 
 
 def make_pairs(scale: int, n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
@@ -176,7 +176,7 @@ def test_tiling_property_any_size_tile_overlap(height, width, tile, overlap_shar
 
 
 def test_steady_step_time_leaves_each_phases_first_interval_out():
-    from pipeline.train_sr import seconds_per_iteration
+    from pipeline.sr.training import seconds_per_iteration
 
     log = [{"iteration": 10, "phase": "psnr", "train_seconds": 9.0},   # warm-up inside
            {"iteration": 20, "phase": "psnr", "train_seconds": 10.0},

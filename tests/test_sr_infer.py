@@ -8,16 +8,13 @@ import pytest
 import torch
 
 from models.sr import build_generator
-from pipeline.common import PipelineError, load_array, save_array_atomic, save_torch_atomic
-from pipeline.datasets import (
-    load_classifier_images,
-    load_images,
-    sr_storage_size,
-    to_classifier_size,
-)
-from pipeline.images import from_uint16, to_uint16
-from pipeline.sr_infer import load_generator, super_resolve_crops
-from pipeline.tiling import bicubic_upscale
+from pipeline.classify.images import load_classifier_images, load_images
+from pipeline.cli import PipelineError
+from pipeline.config import sr_storage_size
+from pipeline.data.images import from_uint16, to_uint16
+from pipeline.data.tensors import bicubic_upscale, to_classifier_size
+from pipeline.io import load_array, save_array_atomic, save_torch_atomic
+from pipeline.sr.inference import load_generator, super_resolve_crops
 
 
 def _crops(folder, count=3, size=20):

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from models.sr import build_generator
-from pipeline.common import load_array
 from pipeline.config import load_params
-from pipeline.images import acquire_low_resolution
-from pipeline.ingest import ingest_crops
-from pipeline.make_pairs import make_lr_hr_pairs
-from pipeline.split import split_groups
-from pipeline.sr_metrics import bicubic_upscale, evaluate_sr, psnr_per_image, ssim_per_image
-from pipeline.train_sr import choose_generator, export_generators, report_generator, train_sr
+from pipeline.data.images import acquire_low_resolution
+from pipeline.data.ingest import ingest_crops
+from pipeline.data.split import split_groups
+from pipeline.io import load_array
+from pipeline.sr.pairs import make_lr_hr_pairs
+from pipeline.sr.quality import bicubic_upscale, evaluate_sr, psnr_per_image, ssim_per_image
+from pipeline.sr.training import choose_generator, export_generators, report_generator, train_sr
 from tests.conftest import blob, write_crop, write_params
 from tests.test_sr import make_pairs
 
@@ -115,7 +115,7 @@ def test_choose_generator_rules():
     assert choose_generator(figures, "best") == "gan"
     assert choose_generator(figures, "psnr") == "psnr"
     assert choose_generator({"psnr": {"psnr": 30.0}, "gan": {"psnr": 30.0}}, "best") == "psnr"
-    from pipeline.common import PipelineError
+    from pipeline.cli import PipelineError
 
     with pytest.raises(PipelineError, match="no gan generator"):
         choose_generator({"psnr": {"psnr": 30.0}}, "gan")

@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import REPO
 
-TORCH_FREE = ["check_params", "make_demo", "ingest", "split", "compare", "report", "grid",
-              "ablation", "results", "run_demo"]
+TORCH_FREE = ["stages.check_params", "stages.make_demo", "stages.ingest", "stages.split",
+              "stages.compare", "stages.report", "tools.grid", "tools.ablation",
+              "tools.results", "tools.run_demo", "tools.experiments_page"]
 
 PROBE = """
 import runpy, sys

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import train_classifier as stage
-from pipeline.common import save_array_atomic
+from pipeline.classify.training import train_classifier
 from pipeline.config import load_params
+from pipeline.io import save_array_atomic
+from pipeline.stages import train_classifier as stage
 from tests.conftest import write_params
 
 # No figures recorded on another machine: CPU kernels differ across instruction sets
@@ -37,7 +38,7 @@ def _train(case: str, tmp_path, run: str, epochs: int = 2, **overrides):
     params = load_params(write_params(tmp_path / f"{run}.yaml", epochs=epochs, lr=0.003,
                                       **(OVERRIDES[case] | overrides)))
     images, labels, val_images, val_labels = _square_task()
-    return stage.train_classifier("mobilenet_v3_small", images, labels, val_images,
+    return train_classifier("mobilenet_v3_small", images, labels, val_images,
                                   val_labels, params, torch.device("cpu"), tmp_path / run)
 
 

@@ -1,0 +1,45 @@
+"""Image tensors as the stages pass them on: (N, 1, H, W) float32 in [0, 1].
+
+The one place that resizes, upscales and rounds images to the uint16 cache grid, so that a
+stage that makes an image at load time (bicubic) and one that reads it back from disk
+(SR) see the same values, and predict repeats exactly what the training stages did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.images import UINT16_SCALE
+
+
+def from_cache(stack: np.ndarray) -> torch.Tensor:
+    """A uint16 stack from the crop cache as float32 in [0, 1]."""
+    return torch.from_numpy(stack.astype(np.float32)) / UINT16_SCALE
+
+
+def on_cache_grid(image: torch.Tensor) -> torch.Tensor:
+    """`image` rounded to the uint16 cache's grid (images.quantise, in torch): what storing
+    it at 16 bits and reading it back gives."""
+    return torch.round(image.clamp(0, 1) * UINT16_SCALE) / UINT16_SCALE
+
+
+def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The bicubic baseline SR is compared with (and the classifier's `bicubic` input)."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def to_classifier_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 1, h, w) -> (N, 1, size, size) in [0, 1], bilinear with antialiasing when it
+    shrinks; unchanged where it already has the size."""
+    if image.shape[-1] != size or image.shape[-2] != size:
+        image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+    return image.clamp(0, 1)
+
+
+def sr_as_stored(sr_images: torch.Tensor, size: int) -> torch.Tensor:
+    """SR output as sr_infer stores it and the classifier stages read it back: resized to
+    `size` when smaller, on the uint16 cache grid."""
+    return on_cache_grid(to_classifier_size(sr_images.clamp(0, 1), size))

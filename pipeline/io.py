@@ -1,0 +1,141 @@
+"""Files the stages write and read: every write atomic, every read safe.
+
+A stage killed mid-write leaves at most a `.tmp-*` file, never a truncated output that DVC
+would hash and cache as if it were complete; arrays are never unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    os.close(fd)
+    # mkstemp makes 0600 files; outputs on a shared server should honour the umask instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.is_dir() and not tmp_path.is_symlink():
+            shutil.rmtree(tmp_path)
+        elif tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def staged_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside `path`; it replaces `path` only if the block succeeds,
+    so a failed stage leaves its previous output folder whole (or none), never a mix."""
+    path = Path(path)
+    with atomic_path(path) as staging:
+        staging.unlink()
+        staging.mkdir()
+        yield staging
+        if path.exists():
+            shutil.rmtree(path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete `.tmp-*` files a killed process left behind (its rename never happened)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(".tmp-*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file the stages wrote; {} when it is not there (a stage that did not run)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_csv_atomic(path: str | Path, frame) -> None:
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
+def save_array_atomic(path: str | Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    # Never unpickle: these files come from our own stages, but a data folder is untrusted.
+    return np.load(path, allow_pickle=False)
+
+
+def save_torch_atomic(path: str | Path, obj: dict) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+# Columns that name crops, samples and classes are text whatever they look like: read with
+# pandas' defaults, a sample folder "NA_crops_r" became NaN (its crops silently left out
+# of every split) and samples "12.1" and "12.10" both the number 12.1 (two patients
+# merged into one).
+NAME_COLUMNS = ("crop_id", "group", "sample", "class_name", "path")
+
+
+def read_crop_table(path, **read_csv_options):
+    """A CSV of crops (manifest, split, folds, predictions) as written by the stages."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=dict.fromkeys(NAME_COLUMNS, str), keep_default_na=False,
+                       na_values=[""], **read_csv_options)
+
+
+def bytes_under(path: str | Path) -> int:
+    """Bytes of the files under `path` (or of `path` itself): a stage's `bytes_written`."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,174 @@
+"""DVC experiments side by side: the finished ones from `dvc exp show --json` (failed and
+queued runs left out, the newest of repeated cells kept), grouped by the data they ran on,
+one row per evaluated backbone. The lr x batch grid and the SR ablation read them here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cli import PipelineError
+
+# Executor states of `dvc exp show --json` (dvc/repo/experiments/serialize.py ExpExecutor)
+# whose metrics are not the experiment's own: a queued run has none yet, a running one
+# is unfinished, and a failed one carries the workspace's metrics from when it was queued.
+NOT_FINISHED = ("queued", "running", "failed")
+
+LEVELS = ("crop", "sample")
+
+FIGURES = ("auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_accuracy_ci_low",
+           "balanced_accuracy_ci_high")
+
+@dataclass(frozen=True)
+class Experiment:
+    """One finished experiment (or the workspace, or a baseline commit) from dvc exp show."""
+
+    name: str
+    rev: str                 # commit SHA, or "workspace"
+    timestamp: str | None    # ISO commit time; None for the workspace
+    params: dict             # params.yaml, nested as in the file
+    metrics: dict[str, dict]  # metrics file path -> its data (unreadable files left out)
+
+@dataclass
+class Experiments:
+    finished: list[Experiment]
+    left_out: Counter = field(default_factory=Counter)  # reason -> number of experiments
+
+def _experiment(state: dict, name: str | None) -> Experiment | None:
+    """An ExpState ({rev, name, data, error, experiments}) as an Experiment, None if errored."""
+    data = state.get("data")
+    if state.get("error") or not isinstance(data, dict):
+        return None
+    params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
+    metrics = {path: result["data"] for path, result in (data.get("metrics") or {}).items()
+               if isinstance(result, dict) and isinstance(result.get("data"), dict)}
+    return Experiment(name=name or state.get("name") or state["rev"], rev=state["rev"],
+                      timestamp=data.get("timestamp"), params=params, metrics=metrics)
+
+def _running_in_workspace(raw: list[dict]) -> bool:
+    """Whether `dvc exp run` (not queued) is running in the workspace right now."""
+    return any((exp_range.get("executor") or {}).get("name") == "workspace"
+               and (exp_range.get("executor") or {}).get("state") == "running"
+               for state in raw for exp_range in state.get("experiments") or [])
+
+def collect_experiments(raw: list[dict]) -> Experiments:
+    """Finished experiments from dvc 3's `exp show --json`, and how many were left out why.
+
+    The JSON is a list of ExpState: the workspace, then each baseline commit with its
+    experiments as ExpRange {revs: [ExpState, ...], executor: {state}, name}; revs[0] is
+    the experiment's newest commit.
+    """
+    collected = Experiments(finished=[])
+    for state in raw:
+        experiment = _experiment(state, state.get("name"))  # workspace: name null, rev set
+        if experiment is None:
+            collected.left_out["error"] += 1
+        elif experiment.rev == "workspace" and _running_in_workspace(raw):
+            # Its params.yaml is the running experiment's, its metrics the previous run's.
+            collected.left_out["workspace (an experiment is running in it)"] += 1
+        else:
+            collected.finished.append(experiment)
+        for exp_range in state.get("experiments") or []:
+            status = (exp_range.get("executor") or {}).get("state")
+            if status in NOT_FINISHED:
+                collected.left_out[status] += 1
+                continue
+            revs = exp_range.get("revs") or []
+            experiment = _experiment(revs[0], exp_range.get("name")) if revs else None
+            if experiment is None:
+                collected.left_out["error"] += 1
+            else:
+                collected.finished.append(experiment)
+    return collected
+
+def experiments_from_dvc(json_file: Path | None = None) -> Experiments:
+    """Experiments of the workspace, its baseline and every experiment (or of a saved JSON)."""
+    if json_file is not None:
+        raw = json.loads(json_file.read_text())
+    else:
+        env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+        dvc = str(Path(sys.executable).with_name("dvc"))
+        result = subprocess.run([dvc, "exp", "show", "--json"], capture_output=True, text=True,
+                                env=env)
+        if result.returncode:
+            raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
+        raw = json.loads(result.stdout)
+    return collect_experiments(raw)
+
+def describe_left_out(left_out: Counter) -> str:
+    if not left_out:
+        return "no experiment left out"
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(left_out.items()))
+    return f"left out (no results of their own): {parts}"
+
+def dataset_of(experiment: Experiment) -> dict:
+    """The data an experiment ran on: raw folder, acquisition setting, manifest digest."""
+    data = experiment.params.get("data") or {}
+    ingest = experiment.metrics.get("reports/ingest/metrics.json") or {}
+    # Experiments from before data.acquire_downsample existed used the crops as they are (0).
+    raw_dir, downsample = str(data.get("raw_dir")), int(data.get("acquire_downsample") or 0)
+    digest = ingest.get("manifest_sha256")
+    label = raw_dir + (f", acquired at 1/{downsample}" if downsample else ", crops as they are")
+    label += f", manifest {digest[:12]}" if digest else ", manifest digest not recorded"
+    return {"dataset": label, "raw_dir": raw_dir, "acquire_downsample": downsample,
+            "manifest_sha256": digest}
+
+def evaluation_rows(experiment: Experiment) -> list[dict]:
+    """One row per evaluated backbone: its cell, dataset, lr, batch size and test figures."""
+    params = experiment.params
+    classifier, sr = params.get("classifier") or {}, params.get("sr") or {}
+    rows = []
+    for path, metrics in experiment.metrics.items():
+        parts = Path(path).parts
+        if len(parts) != 4 or parts[:2] != ("reports", "eval") or "sample" not in metrics:
+            continue
+        # What was evaluated is in the metrics; params are the fallback for older runs.
+        source = metrics.get("input") or classifier.get("input")
+        generator = metrics.get("generator") or sr.get("generator") or "not recorded"
+        row = dataset_of(experiment) | {
+            "backbone": parts[2], "input": source, "generator": generator if source == "sr"
+            else "", "lr": params.get("lr"), "batch_size": params.get("batch_size")}
+        for level in LEVELS:
+            row |= {f"{level}_{key}": (metrics.get(level) or {}).get(key, np.nan)
+                    for key in FIGURES}
+        row |= {"test_samples": metrics.get("test_samples"), "experiment": experiment.name,
+                "rev": experiment.rev, "timestamp": experiment.timestamp}
+        rows.append(row)
+    return rows
+
+def newest_per_cell(rows: list[dict], cell: list[str]) -> tuple[pd.DataFrame, int]:
+    """Rows with one per cell, the newest experiment's (the workspace counts as newest:
+    it is at least as new as its baseline commit); and how many duplicates were dropped."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame, 0
+    newest_first = frame.assign(_order=frame["timestamp"].fillna("9999")).sort_values(
+        "_order", ascending=False, kind="stable")
+    kept = newest_first.drop_duplicates(cell, keep="first").drop(columns="_order")
+    return kept.sort_values(cell, kind="stable").reset_index(drop=True), len(frame) - len(kept)
+
+GRID_CELL = ["dataset", "backbone", "input", "generator", "lr", "batch_size"]
+
+def grid_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
+    """One row per dataset, backbone, input, lr and batch size, crop and sample figures."""
+    rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
+    return newest_per_cell(rows, GRID_CELL)
+
+def format_lr(lr: float) -> str:
+    """A learning rate as written in params.yaml (0.0001, not 1e-04 or 0.000)."""
+    return np.format_float_positional(float(lr), trim="-")
+
+def with_interval(row, key: str) -> str:
+    """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""
+    value, low, high = row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
+    if pd.isna(value):
+        return ""
+    return f"{value:.3f}" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]")

@@ -1,0 +1,295 @@
+"""One self-contained HTML report of a pipeline run (images embedded, no external files).
+
+Dataset summary, SR quality against bicubic, training curves, the backbone comparison with
+paired tests, ROC curves, confusion matrices, Grad-CAM grids and cross-validation. With
+experiments it also shows what is made across them: the SR ablation (reports/ablation,
+written by `python -m pipeline.tools.ablation`) and the lr x batch_size grid from `dvc exp
+show`; that page goes to a path of its own (pipeline.tools.experiments_page), never the
+DVC-tracked reports/report.html, whose stage reads only its declared deps.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from models.backbones import BACKBONES
+from pipeline.cli import PipelineError
+from pipeline.io import read_crop_table, read_json
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1150px;color:#222;line-height:1.4;padding:0 1em}
+h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{color:#335;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right}th{background:#eef}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
+.note{color:#555;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
+"""
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+def _img_file(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p class='note'>({html.escape(alt)}: not available)</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
+                          escape=True, na_rep="")
+    return f"<div class='wide'>{table}</div>"
+
+def dataset_section(reports: Path) -> str:
+    ingest, split = read_json(reports / "ingest" / "metrics.json"), read_json(reports / "split" /
+                                                                        "metrics.json")
+    classes = sorted({k.split("_", 2)[2] for k in split if k.startswith("train_crops_")})
+    rows = []
+    for class_name in classes:
+        row = {"class": class_name}
+        for part in ("train", "val", "test"):
+            row[f"{part} crops"] = split.get(f"{part}_crops_{class_name}")
+            row[f"{part} samples"] = split.get(f"{part}_groups_{class_name}")
+        rows.append(row)
+    text = (f"<p>{ingest.get('crops')} crops from {ingest.get('groups')} samples "
+            f"(positive class: <b>{html.escape(str(ingest.get('positive_class')))}</b>); "
+            f"{ingest.get('skipped_files', 0)} files skipped. Samples never cross splits "
+            f"(samples in two splits: {split.get('groups_in_two_splits')}).</p>")
+    return "<h2>Data</h2>" + text + _table(pd.DataFrame(rows))
+
+def sr_section(reports: Path) -> str:
+    metrics = read_json(reports / "sr" / "metrics.json")
+    if not metrics:
+        return ""
+    exported = metrics.get("generator")
+    rows = [{"model": "bicubic", "PSNR (dB)": metrics["psnr_bicubic"],
+             "SSIM": metrics["ssim_bicubic"], "feeds the classifier": ""},
+            {"model": "SR phase 1 (L1; generator psnr)", "PSNR (dB)": metrics["psnr_phase1"],
+             "SSIM": metrics["ssim_phase1"],
+             "feeds the classifier": "yes" if exported == "psnr" else ""}]
+    if metrics.get("psnr_gan") is not None:  # no GAN phase with sr.iters_gan: 0
+        rows.append({"model": "SR GAN phase (EMA; generator gan)",
+                     "PSNR (dB)": metrics["psnr_gan"], "SSIM": metrics["ssim_gan"],
+                     "feeds the classifier": "yes" if exported == "gan" else ""})
+    rows = pd.DataFrame(rows)
+    return ("<h2>Super-resolution (validation crops)</h2>" + _table(rows, 3) +
+            f"<p class='note'>{metrics['iterations']} iterations in "
+            f"{metrics['train_seconds']:.0f} s; perceptual loss: "
+            f"{html.escape(str(metrics.get('perceptual_loss')))}.</p>" +
+            _img_file(reports / "sr" / "samples.png", "SR samples"))
+
+def curves_section(reports: Path, backbones: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for backbone in backbones:
+        path = reports / "train" / backbone / "curves.csv"
+        if not path.is_file():
+            continue
+        curves = pd.read_csv(path)
+        line, = axes[0].plot(curves["epoch"], curves["train_loss"], label=f"{backbone} train")
+        axes[0].plot(curves["epoch"], curves["val_loss"], "--", color=line.get_color(),
+                     label=f"{backbone} val")
+        axes[1].plot(curves["epoch"], curves["val_auc"], color=line.get_color(), label=backbone)
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[1].set(title="validation AUC", xlabel="epoch", ylim=(0, 1.02))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return "<h2>Training curves</h2>" + f"<img alt='curves' src='{_png(fig)}'>"
+
+def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.stats import decide, sample_level
+
+    split = reports.parent / "data" / "split" / "split.csv"
+    names = ["negative", "positive"]
+    if split.is_file():
+        from pipeline.classify.explain import class_names_from
+
+        names = list(class_names_from(read_crop_table(split)))
+    fig, axes = plt.subplots(2, len(backbones), figsize=(2.8 * len(backbones), 5.4),
+                             squeeze=False)
+    for column, backbone in enumerate(backbones):
+        path = reports / "eval" / backbone / "predictions.csv"
+        if not path.is_file():
+            continue
+        crops = read_crop_table(path)  # `predicted` is at the crop threshold
+        thresholds = read_json(path.parent / "metrics.json")["threshold"]
+        samples = sample_level(crops)
+        samples["predicted"] = decide(samples["prob"], thresholds["sample"])
+        cuts = {"crops": thresholds["crop"], "samples": thresholds["sample"]}
+        for row, (level, frame) in enumerate((("crops", crops), ("samples", samples))):
+            matrix = pd.crosstab(frame["label"], frame["predicted"]).reindex(
+                index=[0, 1], columns=[0, 1], fill_value=0).to_numpy()
+            ax = axes[row][column]
+            ax.imshow(matrix, cmap="Blues")
+            for (i, j), value in pd.DataFrame(matrix).stack().items():
+                ax.text(j, i, str(value), ha="center", va="center")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names,
+                   xlabel="predicted", ylabel="true",
+                   title=f"{backbone}\n{level} at {cuts[level]:.3g}")
+    fig.tight_layout()
+    return ("<h2>Confusion matrices (test, at the thresholds chosen on validation)</h2>"
+            f"<img alt='confusion' src='{_png(fig)}'>")
+
+def comparison_section(reports: Path) -> str:
+    out = "<h2>Backbones on the held-out test samples</h2>"
+    table = reports / "compare" / "table.csv"
+    if table.is_file():
+        frame = pd.read_csv(table)
+        keep = ["backbone", "input", "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high",
+                "crop_threshold", "crop_accuracy", "crop_balanced_accuracy",
+                "crop_balanced_accuracy_at_0_5", "crop_sensitivity", "crop_specificity",
+                "sample_auc", "sample_threshold", "sample_accuracy",
+                "sample_balanced_accuracy", "sample_balanced_accuracy_at_0_5", "train_seconds",
+                "peak_memory_mb", "params_millions", "infer_ms_per_image", "caveat"]
+        if "caveat" in frame:
+            frame["caveat"] = frame["caveat"].fillna("")
+        if "threshold_rule" in frame:
+            rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
+            out += (f"<p class='note'>Thresholds (crop_threshold, sample_threshold) chosen on "
+                    f"the validation split by rule <code>{html.escape(rules)}</code>; the "
+                    "thresholded figures are taken there, *_at_0_5 at 0.5.</p>")
+        out += _table(frame[[c for c in keep if c in frame]])
+    paired = reports / "compare" / "paired.csv"
+    if paired.is_file() and paired.stat().st_size > 1:
+        out += "<h3>Paired comparisons (sample level, DeLong and paired bootstrap)</h3>"
+        out += _table(pd.read_csv(paired))
+    out += _img_file(reports / "compare" / "roc_overlay.png", "ROC curves")
+    return out
+
+def gradcam_section(reports: Path, backbones: list[str]) -> str:
+    layers = "; ".join(f"{b}: <code>{html.escape(BACKBONES[b].cam_layer)}</code>, "
+                       f"{html.escape(BACKBONES[b].cam_layer_is)}" for b in backbones)
+    images = "".join(_img_file(reports / "eval" / b / "gradcam.png", f"Grad-CAM {b}")
+                     for b in backbones)
+    return ("<h2>Grad-CAM: where the evidence lies</h2><p class='note'>The maps come from the "
+            f"last convolutional block of each backbone ({layers}): the deepest maps that "
+            "still keep the image's layout.</p>" + images)
+
+
+def crossval_section(reports: Path) -> str:
+    summary = reports / "crossval" / "summary.csv"
+    frame = pd.read_csv(summary) if summary.is_file() else pd.DataFrame()
+    if frame.empty:  # split.folds: 0
+        return ""
+    return "<h2>Cross-validation by sample (mean ± sd over folds)</h2>" + _table(frame)
+
+def _intervals(frame: pd.DataFrame, key: str) -> pd.Series:
+    from pipeline.reporting.experiments import with_interval
+
+    return frame.apply(lambda row: with_interval(row, key), axis=1)
+
+def ablation_section(reports: Path) -> str:
+    """The SR ablation written by `python -m pipeline.ablation`, one table per dataset."""
+    path, paired_path = reports / "ablation" / "table.csv", reports / "ablation" / "paired.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    paired = (pd.read_csv(paired_path, keep_default_na=False, na_values=[""])
+              if paired_path.is_file() and paired_path.stat().st_size > 1 else pd.DataFrame())
+    out = ("<h2>Does SR help? (ablation)</h2><p class='note'>The same backbones trained on "
+           "each input (raw acquired crops, bicubic, SR, the original hr crops), tested on "
+           "held-out samples; 95% intervals from a bootstrap over samples. The paired "
+           "comparisons set SR against raw, bicubic and hr on the same test samples: "
+           "sample-level AUC (DeLong; paired bootstrap) and crop-level AUC (paired "
+           "bootstrap over samples, each drawn sample with all its crops).</p>")
+    for dataset, part in table.groupby("dataset", sort=True):
+        shown = pd.DataFrame({
+            "backbone": part["backbone"], "input": part["input"],
+            "generator": part["generator"].fillna(""),
+            "sample AUC [95% CI]": _intervals(part, "sample_auc"),
+            "sample bal. acc. [95% CI]": _intervals(part, "sample_balanced_accuracy"),
+            "crop AUC [95% CI]": _intervals(part, "crop_auc"),
+            "crop bal. acc. [95% CI]": _intervals(part, "crop_balanced_accuracy"),
+            "test samples": part["test_samples"], "experiment": part["experiment"]})
+        out += f"<h3>Data: {html.escape(str(dataset))}</h3>" + _table(shown)
+        if paired.empty:
+            continue
+        rows = paired[paired["dataset"] == dataset]
+        if rows.empty:
+            continue
+        difference, crop_difference = (
+            rows.apply(lambda r, key=key, ci=ci: "" if pd.isna(r[key]) else
+                       f"{r[key]:+.3f} [{r[ci + '_low']:+.3f}, {r[ci + '_high']:+.3f}]",
+                       axis=1)
+            for key, ci in (("auc_difference", "difference_ci"),
+                            ("crop_auc_difference", "crop_difference_ci")))
+        p_value = rows["delong_p_value"].map(
+            lambda p: "not estimable" if pd.isna(p) else f"{p:.3g}")
+        out += _table(pd.DataFrame({
+            "backbone": rows["backbone"],
+            "comparison": "sr (" + rows["generator"].fillna("").astype(str) + ") vs " +
+                          rows["input_b"].astype(str),
+            "samples": rows["samples"], "sample AUC difference [95% CI]": difference,
+            "DeLong p": p_value.where(rows["note"].fillna("") == "", ""),
+            "crop AUC difference [95% CI]": crop_difference,
+            "note": rows["note"].fillna("")}))
+    return out
+
+def experiments_section() -> str:
+    from pipeline.reporting.experiments import (
+        describe_left_out,
+        experiments_from_dvc,
+        format_lr,
+        grid_table,
+    )
+
+    try:
+        collected = experiments_from_dvc()
+    except PipelineError as exc:
+        return f"<p class='note'>experiments unavailable: {html.escape(str(exc))}</p>"
+    frame, duplicates = grid_table(collected.finished)
+    if frame.empty or frame[["lr", "batch_size"]].drop_duplicates().shape[0] < 2:
+        return ""
+    shown = frame[["dataset", "backbone", "input", "generator", "lr", "batch_size",
+                   "crop_auc", "crop_balanced_accuracy", "sample_auc",
+                   "sample_balanced_accuracy", "experiment"]].copy()
+    shown["lr"] = shown["lr"].map(format_lr)  # 0.0001 as written, not 0.000
+    return ("<h2>lr x batch_size grid (test AUC and balanced accuracy, crop and sample level)"
+            f"</h2><p class='note'>{html.escape(describe_left_out(collected.left_out))}; "
+            f"{duplicates} repeated cells: the newest kept.</p>" + _table(shown))
+
+def build_report(reports: Path, split: Path, backbones: list[str],
+                 with_experiments: bool) -> str:
+    sections = [dataset_section(reports), sr_section(reports),
+                curves_section(reports, backbones), comparison_section(reports),
+                confusion_section(reports, split, backbones), gradcam_section(reports, backbones),
+                crossval_section(reports)]
+    if with_experiments:
+        sections += [ablation_section(reports), experiments_section()]
+    body = "\n".join(s for s in sections if s)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>TDP-43 pipeline report"
+            f"</title><style>{STYLE}</style></head><body><h1>TDP-43 classification: pipeline "
+            f"report</h1><p class='note'>All figures come from held-out test samples unless "
+            f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
+            f"correct at the threshold chosen on the validation split (named in the "
+            f"tables).</p>{body}</body></html>\n")
+
+
+def write_report(out: Path, reports: Path, split: Path, params_path: Path,
+                 with_experiments: bool) -> None:
+    """build_report for the backbones of `params_path`, written atomically to `out`."""
+    from pipeline.config import load_params
+    from pipeline.io import write_text_atomic
+
+    backbones = load_params(params_path).classifier.backbones
+    write_text_atomic(out, build_report(reports, split, backbones, with_experiments))

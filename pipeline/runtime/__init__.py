@@ -1,0 +1,1 @@
+"""Where and how torch runs: device and precision, torchrun processes, resumable checkpoints."""

@@ -1,0 +1,2 @@
+"""Super-resolution: LR/HR pairs, ESRGAN training (networks, steps, the loop), quality
+against bicubic, and tiled inference."""

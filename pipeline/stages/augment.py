@@ -1,0 +1,56 @@
+"""Augment the training split with Kornia (on the GPU when there is one), class-balanced.
+
+The study balanced classes by oversampling the minority class with augmented copies;
+here that is done on the training split only. Validation and test crops are never
+augmented. With augment.online the stage writes the balanced, un-augmented set and
+the training loop augments every batch on the device instead.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.classify.augment import make_training_set
+from pipeline.classify.images import load_classifier_images, split_subset
+from pipeline.cli import console, stage_main, stage_parser
+from pipeline.config import load_params
+from pipeline.data.images import to_uint16
+from pipeline.environment import write_environment
+from pipeline.io import (
+    bytes_under,
+    read_crop_table,
+    save_array_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from pipeline.runtime.device import resolve_device
+
+
+@stage_main
+def main() -> None:
+    parser = stage_parser(__doc__, "split", "crops", ("sr", "sr_infer output folder"), "out",
+                          "metrics", environment=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    device = resolve_device(params.device)
+    train = split_subset(read_crop_table(args.split), "train")
+    images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
+                                    train["crop_id"].tolist(), device)
+    labels = train["label"].to_numpy()
+    augmented, out_labels, source = make_training_set(images, labels, params.augment,
+                                                      params.seed, device)
+    save_array_atomic(args.out / "train_images.npy", to_uint16(augmented.numpy()))
+    write_csv_atomic(args.out / "train_index.csv", pd.DataFrame({
+        "crop_id": train["crop_id"].to_numpy()[source], "group": train["group"].to_numpy()[source],
+        "label": out_labels}))
+    metrics = {"input": params.classifier.input, "source_crops": len(train),
+               "training_images": len(augmented), "positives": int(out_labels.sum()),
+               "negatives": int(len(out_labels) - out_labels.sum()),
+               "online": params.augment.online, "bytes_written": bytes_under(args.out)}
+    write_json_atomic(args.metrics, metrics)
+    write_environment(args.environment, device)
+    console.print(f"augment: {len(train)} crops -> {len(augmented)} training images on {device}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Compare backbones on the held-out test split: one table (CSV, Markdown, console), paired
+tests on the same samples, and a ROC overlay."""
+
+from __future__ import annotations
+
+from pipeline.cli import stage_main, stage_parser
+from pipeline.config import load_params
+from pipeline.io import write_csv_atomic, write_text_atomic
+from pipeline.reporting.compare import (
+    comparison_table,
+    markdown_table,
+    paired_comparisons,
+    plot_roc_overlay,
+    print_comparison,
+)
+
+
+@stage_main
+def main() -> None:
+    parser = stage_parser(__doc__, "eval-dir", ("out", "reports/compare"))
+    args = parser.parse_args()
+    params = load_params(args.params)
+    backbones = params.classifier.backbones
+    frame = comparison_table(args.eval_dir, backbones)
+    paired = paired_comparisons(args.eval_dir, backbones, params.classifier.bootstrap,
+                                params.seed)
+    write_csv_atomic(args.out / "table.csv", frame)
+    write_csv_atomic(args.out / "paired.csv", paired)
+    write_text_atomic(args.out / "table.md", markdown_table(frame) + (
+        "\n## Paired comparisons (same test samples)\n\n" + markdown_table(paired) +
+        "\nEmpty DeLong z and p: the variance of the difference is zero (not estimable).\n"
+        if not paired.empty else ""))
+    plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
+    print_comparison(frame, paired, params.classifier.threshold)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Train one backbone (ALS vs control) on the augmented training set; pick the epoch by val AUC.
+
+The best epoch is chosen on the validation split (groups never seen in training), never
+on training accuracy, which the study reported as a result.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from pipeline.classify.images import load_classifier_images, split_subset
+from pipeline.classify.training import train_classifier
+from pipeline.cli import PipelineError, console, stage_main, stage_parser
+from pipeline.config import classifier_image_size, load_params
+from pipeline.data.images import from_uint16
+from pipeline.environment import write_environment
+from pipeline.io import (
+    load_array,
+    read_crop_table,
+    save_torch_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from pipeline.runtime.checkpoints import prepare_checkpoint_dir
+from pipeline.runtime.device import resolve_device
+from pipeline.runtime.distributed import init_distributed, run_under_torchrun, shutdown
+
+
+@stage_main
+def main() -> None:
+    parser = stage_parser(__doc__, "augmented", "split", "crops", "sr", "model", "checkpoints",
+                          "metrics", "curves", environment=True)
+    parser.add_argument("--backbone", required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    if args.backbone not in params.classifier.backbones:
+        raise PipelineError(f"backbone {args.backbone!r} is not in classifier.backbones")
+    run_under_torchrun(params.distributed.nproc, __spec__.name)
+    context, device = init_distributed(resolve_device(params.device))
+    # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
+    # warns about: every array that becomes a tensor here is a writable copy.
+    train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
+    train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
+    val = split_subset(read_crop_table(args.split), "val")
+    val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
+                                        val["crop_id"].tolist(), device)
+    if train_images.shape[-1] != classifier_image_size(params):
+        raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
+    prepare_checkpoint_dir(args.checkpoints)
+    result = train_classifier(args.backbone, train_images, train_labels, val_images,
+                              val["label"].to_numpy(copy=True), params, device,
+                              args.checkpoints, context=context)
+    shutdown(context)
+    if not context.is_main:
+        console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")
+        return
+    save_torch_atomic(args.model, {"model": result["best_state"], "backbone": args.backbone,
+                                   "best_epoch": result["metrics"]["best_epoch"]})
+    write_csv_atomic(args.curves, pd.DataFrame(result["curves"]))
+    write_json_atomic(args.metrics, result["metrics"])
+    write_environment(args.environment, device)
+    result["checkpoint"].unlink(missing_ok=True)
+    m = result["metrics"]
+    console.print(f"{args.backbone}: best epoch {m['best_epoch']} val AUC {m['best_val_auc']:.3f}"
+                  f", {m['train_images_per_s']} img/s, peak {m['peak_memory_mb']} MB")
+
+
+if __name__ == "__main__":
+    main()

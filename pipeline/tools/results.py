@@ -1,0 +1,83 @@
+"""Print the workspace's results as one table a 120-column terminal shows whole.
+
+`dvc metrics show` lists every key of every metrics file (well over 100 columns); this
+prints what a reader wants first: the data, the SR model against bicubic, and per
+backbone the test AUC with its interval, the thresholds chosen on validation, balanced
+accuracy there and at 0.5, and the caveats (collapsed model, too few test samples).
+Experiments side by side: `python -m pipeline.tools.grid` and `python -m pipeline.tools.ablation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from pipeline.cli import PipelineError, console, stage_main, stage_parser
+from pipeline.config import load_params
+from pipeline.io import read_json
+from pipeline.stats import caveats
+
+
+def results_table(reports: Path, backbones: list[str]) -> tuple[Table, list[str]]:
+    """The table, and one line per backbone whose figures are not findings (marked * in
+    the table)."""
+    table = Table(title="Held-out test split (patients never seen in training)")
+    for column in ("backbone", "input", "crop AUC [CI]", "cut", "bal.acc", "@0.5",
+                   "sample AUC", "cut", "bal.acc", "@0.5"):
+        table.add_column(column, no_wrap=True)
+    notes = []
+    for backbone in backbones:
+        metrics = read_json(reports / "eval" / backbone / "metrics.json")
+        if not metrics:
+            table.add_row(backbone, "", "not evaluated", *[""] * 7)
+            continue
+        caveat = caveats(metrics)
+        if caveat:
+            notes.append(f"* {backbone}: {caveat}")
+        row = [backbone + (" *" if caveat else ""), str(metrics["input"])]
+        for level in ("crop", "sample"):
+            figures, half = metrics[level], metrics["at_0_5"][level]
+            auc = f"{figures['auc']:.3f}"
+            if level == "crop":
+                auc += f" [{figures['auc_ci_low']:.2f},{figures['auc_ci_high']:.2f}]"
+            row += [auc, f"{metrics['threshold'][level]:.3g}",
+                    f"{figures['balanced_accuracy']:.3f}", f"{half['balanced_accuracy']:.3f}"]
+        table.add_row(*row)
+    return table, notes
+
+
+@stage_main
+def main() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+    if not args.reports.is_dir():
+        raise PipelineError(f"{args.reports}: no reports folder here; run dvc repro first (from "
+                            "the project root)")
+    params = load_params(args.params)
+    ingest = read_json(args.reports / "ingest" / "metrics.json") or {}
+    if ingest:
+        console.print(f"data: {params.data.raw_dir} - {ingest['crops']} crops, "
+                      f"{ingest['groups']} samples, manifest {ingest['manifest_sha256'][:12]}",
+                      highlight=False)
+    split = read_json(args.reports / "split" / "metrics.json") or {}
+    if split.get("splits_below_minimum"):
+        console.print(f"[yellow]{split['splits_below_minimum']} split/class cells have fewer "
+                      "than 5 samples[/]")
+    sr = read_json(args.reports / "sr" / "metrics.json")
+    if sr:
+        console.print(f"SR ({sr['generator']} generator): PSNR {sr['psnr']:.2f} dB against "
+                      f"bicubic {sr['psnr_bicubic']:.2f} dB on validation", highlight=False)
+    table, notes = results_table(args.reports, params.classifier.backbones)
+    console.print(table)
+    for note in notes:
+        console.print(f"[bold yellow]{note}: not a finding[/]", highlight=False)
+    console.print(f"cut: threshold chosen on the validation split "
+                  f"({params.classifier.threshold}); @0.5: balanced accuracy at 0.5. More: "
+                  "reports/report.html",
+                  highlight=False)
+
+
+if __name__ == "__main__":
+    main()
