@@ -38,8 +38,11 @@ rm -rf reports  # the committed demo's reports: only this run's may appear in th
 git init -q && git add -A
 git -c user.name=gpu-profile -c user.email=gpu-profile@example.invalid commit -qm profile
 
-PROFILE=$(grep -v '^#' bench/gpu_profile.txt | sed 's/^/-S /')
-DATA="-S data.raw_dir=$CROPS -S data.positive=$POSITIVE -S data.crop_size=128"
+# The gpu profile (pipeline/conf/profile/gpu.yaml) cut to a few minutes: its SR lengths are
+# a full run's, and the classifiers read 224 px here instead of the full 512 px SR images.
+PROFILE="-S profile=gpu -S sr.iters_psnr=800 -S sr.iters_gan=400 -S sr.val_every=200
+         -S sr.checkpoint_every=400 -S classifier.image_size=224 -S batch_size=64"
+DATA="-S data.raw_dir=$CROPS -S data.positive=$POSITIVE"
 LOOP_ARGS="--device auto --size 224 --batch 64 --steps 30 --precision bf16"
 SR_ARGS="--device auto --feat 64 --blocks 23 --grow 32 --batch 16 --patch 128 --iters 30 --precision bf16"
 if [ "${GPU_PROFILE_DRY:-0}" = 1 ]; then  # same commands, toy sizes
@@ -47,6 +50,7 @@ if [ "${GPU_PROFILE_DRY:-0}" = 1 ]; then  # same commands, toy sizes
           -S sr.hr_patch=32 -S sr.discriminator=unet -S sr.iters_psnr=4 -S sr.iters_gan=2
           -S sr.val_every=2 -S sr.checkpoint_every=2 -S sr.precision=fp32
           -S classifier.image_size=32 -S classifier.precision=fp32 -S epochs=1
+          -S sr.patches_per_crop=1 -S sr.disc_feat=8 -S sr.batch_size=2 -S batch_size=8
           -S classifier.backbones=[mobilenet_v3_large]"
     LOOP_ARGS="--device auto --size 32 --batch 8 --steps 2 --precision fp32 --backbones mobilenet_v3_large"
     SR_ARGS="--device auto --feat 8 --blocks 1 --grow 8 --batch 2 --patch 32 --iters 3"

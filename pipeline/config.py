@@ -119,6 +119,7 @@ class SRParams:
     channels_last: bool
     discriminator: str  # vgg (ESRGAN's, 128/256 px) | unet (Real-ESRGAN's, any multiple of 8)
     generator: str  # which exported generator feeds the classifier: psnr | gan | best
+    min_gain_db: float  # SR - bicubic PSNR below this: "SR does no better than bicubic"
 
     def validate(self) -> None:
         _check(self.scale in (2, 4), "sr.scale", "must be 2 or 4")
@@ -149,6 +150,7 @@ class SRParams:
         _check(self.precision in PRECISIONS, "sr.precision", " | ".join(PRECISIONS))
         _check(min(self.weight_pixel, self.weight_perceptual, self.weight_gan) >= 0,
                "sr.weight_*", "must be >= 0")
+        _check(self.min_gain_db >= 0, "sr.min_gain_db", "must be >= 0 (dB)")
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,7 @@ class DistributedParams:
 
 @dataclass(frozen=True)
 class Params:
+    profile: str  # the profile params.yaml was composed with (pipeline/conf/profile/<name>.yaml)
     seed: int
     device: str
     lr: float
@@ -277,6 +280,7 @@ class Params:
     distributed: DistributedParams
 
     def validate(self) -> None:
+        _check(bool(self.profile.strip()), "profile", "the name of a pipeline/conf/profile file")
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -339,6 +343,38 @@ def sr_storage_size(params: Params) -> int:
     if params.sr.store_full_size or size == "auto" or int(size) >= full:
         return full
     return int(size)
+
+
+# Hydra's config folder (dvc.yaml's stages read params.yaml; `dvc exp run` composes it from here).
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+def profile_values(name: str, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """The dotted keys a profile sets (pipeline/conf/profile/<name>.yaml) and their values."""
+    path = conf_dir / "profile" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (conf_dir / "profile").glob("*.yaml"))
+        raise ParamsError(f"params.yaml: profile: {name!r} has no {path} (profiles: "
+                          f"{', '.join(known)})")
+    return flatten(yaml.safe_load(path.read_text()) or {})
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"sr": {"scale": 4}} -> {"sr.scale": 4}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def departures(raw: dict, profile: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys of `profile` whose value in the params `raw` differs: key -> (params, profile)."""
+    values = flatten(raw)
+    return {key: (values.get(key), value) for key, value in profile.items()
+            if key != "profile" and values.get(key) != value}
 
 
 def _check(ok: bool, key: str, why: str) -> None:

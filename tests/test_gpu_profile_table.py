@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from pipeline.config import ParamsError, load_params
+from pipeline.config import load_params
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_profile_table.py"
 
@@ -44,35 +43,18 @@ def test_samples_are_attributed_to_the_running_stage(tmp_path, table_module):
     assert lines[1].startswith("training stages (train_sr)") and "90.0%" in lines[1]
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`dvc exp run -S key.sub=value` on a params dict (values parsed as YAML, as DVC does)."""
-    for override in overrides:
-        key, value = override.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = raw
-        for parent in parents:
-            node = node[parent]
-        assert leaf in node, f"{key} is not a key of params.yaml"
-        node[leaf] = yaml.safe_load(value)
-    return raw
-
-
 def test_the_readme_gpu_profile_command_validates(tmp_path):
-    """The README's command: the profile, then the data keys it names (crop_size included:
-    the profile's 128 px SR patches need crops at least that large)."""
+    """The README's command for a GPU server composes to valid params: the gpu profile with
+    the data keys it names, and nothing else needed."""
+    from dvc.utils.hydra import compose_and_dump
+
     repo = SCRIPT.parents[1]
-    profile = [line.strip() for line in (repo / "bench" / "gpu_profile.txt").read_text()
-               .splitlines() if line.strip() and not line.startswith("#")]
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    data_keys = ["data.raw_dir=/abs/path/to/crops", "data.positive=ALS"]
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(apply_overrides(raw, profile + data_keys)))
-    with pytest.raises(ParamsError, match="smaller than the SR patch"):
-        load_params(path)  # without data.crop_size: the README says to add it
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    path.write_text(yaml.safe_dump(apply_overrides(raw, profile + data_keys
-                                                   + ["data.crop_size=128"])))
-    params = load_params(path)
-    assert params.sr.hr_patch == 128 and params.batch_size == 64
     readme = (repo / "README.md").read_text()
-    assert "-S data.positive=ALS -S data.crop_size=128" in readme
+    command = "dvc exp run -S profile=gpu -S data.raw_dir=/abs/path/to/crops -S data.positive=ALS"
+    assert command in readme
+    path = tmp_path / "params.yaml"
+    compose_and_dump(path, str(repo / "pipeline" / "conf"), None, "config", "",
+                     [arg for arg in command.split()[3:] if arg != "-S"])
+    params = load_params(path)
+    assert params.profile == "gpu" and params.sr.hr_patch == 128 and params.data.crop_size == 128
+    assert params.sr.discriminator == "vgg" and params.classifier.precision == "auto"

@@ -141,7 +141,7 @@ def test_mixed_sizes(raw_dir, tmp_path, params, how, fit):
     row = manifest[manifest["path"].str.endswith("small.tif")].iloc[0]
     assert row["fit"] == fit and row["height"] == 100
     assert load_array(tmp_path / "cache" / row["cache_file"]).shape == (1, 128, 128)
-    with pytest.raises(PipelineError, match="is 100x100, expected 128x128"):
+    with pytest.raises(PipelineError, match=r"2 sizes \(128x128 px: 14, 100x100 px: 1\)"):
         run(raw_dir, tmp_path, params, on_size_mismatch="error")
 
 
@@ -162,7 +162,7 @@ def _ingest_cli(raw, out, tmp_path, params_file):
 
 
 def test_cli_bad_input_is_one_line_and_keeps_earlier_output(raw_dir, tmp_path):
-    params_file = write_params(tmp_path / "params.yaml")
+    params_file = write_params(tmp_path / "params.yaml", data={"crop_size": 128})
     out = tmp_path / "ingested"
     first = _ingest_cli(raw_dir, out, tmp_path, params_file)
     assert first.returncode == 0, first.stderr
@@ -180,8 +180,7 @@ def test_cli_bad_input_is_one_line_and_keeps_earlier_output(raw_dir, tmp_path):
     assert len(pd.read_csv(out / "manifest.csv")) == 14
 
 
-def test_files_of_other_extensions_are_counted_by_extension_on_the_console(raw_dir, tmp_path,
-                                                                          params_file):
+def test_files_of_other_extensions_are_counted_by_extension_on_the_console(raw_dir, tmp_path):
     import json
     import os
     import subprocess
@@ -192,6 +191,7 @@ def test_files_of_other_extensions_are_counted_by_extension_on_the_console(raw_d
     for index in range(3):
         (raw_dir / "ALS" / "SD000_10_crops_r" / f"extra{index}.jpg").write_bytes(b"\xff\xd8")
     (raw_dir / "Control" / "CT000_10_crops_r" / "notes.txt").write_text("settings")
+    params_file = write_params(tmp_path / "params.yaml", data={"crop_size": 128})
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.stages.ingest", "--raw-dir", raw_dir, "--out",
          tmp_path / "out", "--metrics", tmp_path / "m.json", "--report", tmp_path / "bad.csv",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, SHARED_DATA, write_params
 
@@ -31,8 +32,11 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
     return result
 
 
-def make_project(tmp_path: Path, **overrides) -> Path:
-    """Copy the tracked files of this repo into a fresh git repo with one commit."""
+def make_project(tmp_path: Path, profile: str = "tiny", **overrides) -> Path:
+    """Copy the tracked files of this repo into a fresh git repo with one commit. The shrunk
+    test params become a profile of their own (`tiny`, the default one there), so that
+    `dvc exp run`, which composes params.yaml from pipeline/conf, keeps them; `profile`
+    picks another default (`demo` for the project as shipped)."""
     project = tmp_path / "project"
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.split()
@@ -40,11 +44,26 @@ def make_project(tmp_path: Path, **overrides) -> Path:
         if (REPO / name).is_file():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, project / name)
-    write_params(project / "params.yaml", **overrides)
+    conf = project / "pipeline" / "conf"
+    if profile == "tiny":
+        tiny = yaml.safe_load(write_params(tmp_path / "tiny.yaml", **overrides).read_text())
+        (conf / "profile" / "tiny.yaml").write_text(
+            "# @package _global_\n" + yaml.safe_dump(tiny | {"profile": "tiny"}, sort_keys=False))
+    config = conf / "config.yaml"
+    config.write_text(config.read_text().replace("  - profile: demo", f"  - profile: {profile}"))
+    compose_params(project)
     sh(["git", "init", "-q", "-b", "main"], project)
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-q", "-m", "test project"], project)
     return project
+
+
+def compose_params(project: Path, *overrides: str) -> None:
+    """params.yaml composed from the project's pipeline/conf, as `dvc exp run` does it."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(project / "params.yaml", str(project / "pipeline" / "conf"), None, "config",
+                     "", list(overrides))
 
 
 def stages_run(output: str) -> set[str]:

@@ -44,5 +44,35 @@ def test_results_fit_120_columns_and_name_a_collapsed_model(tmp_path):
     assert set(rows) == {"vgg16", "resnet50", "mobilenet_v3_large *"}  # one line each
     assert "not evaluated" in rows["vgg16"] and "1.000 [1.00,1.00]" in rows["resnet50"]
     assert notes == ["* mobilenet_v3_large: collapsed, sample level not estimable"]
-    table = comparison_table(reports / "eval", ["resnet50", "mobilenet_v3_large"])
+    table = comparison_table(reports / "eval", ["resnet50", "mobilenet_v3_large"], {})
     assert list(table["caveat"]) == ["", "collapsed, sample level not estimable"]
+
+
+def test_an_sr_input_without_gain_is_labelled_so_in_every_table(tmp_path):
+    """When train_sr found no gain over bicubic, the comparison, the terminal table and the
+    report call the input `sr (no gain over bicubic)`, and the report's SR section says so
+    in a banner; with a gain they say `sr`."""
+    from pipeline.reporting.html import sr_section
+
+    reports = tmp_path / "reports"
+    write_evaluation(reports, "resnet50", pd.DataFrame({
+        "group": ["a", "a", "b", "c", "d", "d"], "label": [1, 1, 1, 0, 0, 0],
+        "prob": [0.9, 0.8, 0.7, 0.2, 0.3, 0.4]}))
+    sr = {"psnr_bicubic": 30.0, "ssim_bicubic": 0.8, "psnr_phase1": 30.0, "ssim_phase1": 0.8,
+          "psnr_gan": None, "generator": "psnr", "psnr": 30.0, "ssim": 0.8, "iterations": 8,
+          "train_seconds": 1.0, "perceptual_loss": "off", "sr_gain_db": 0.02,
+          "sr_gain_pairs": "test", "psnr_test": 29.02, "ssim_test": 0.8,
+          "psnr_bicubic_test": 29.0, "ssim_bicubic_test": 0.8}
+    for better, label in ((False, "sr (no gain over bicubic)"), (True, "sr")):
+        (reports / "sr").mkdir(parents=True, exist_ok=True)
+        (reports / "sr" / "metrics.json").write_text(json.dumps(
+            sr | {"sr_better_than_bicubic": better}))
+        table = comparison_table(reports / "eval", ["resnet50"],
+                                 sr | {"sr_better_than_bicubic": better})
+        assert list(table["input"]) == [label]
+        console = Console(width=120, record=True)
+        console.print(results_table(reports, ["resnet50"], better)[0])
+        assert label in console.export_text()
+        section = sr_section(reports)
+        assert ("SR does no better than bicubic here" in section) is (not better)
+        assert "Held-out test pairs" in section

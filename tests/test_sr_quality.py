@@ -121,15 +121,54 @@ def test_choose_generator_rules():
         choose_generator({"psnr": {"psnr": 30.0}}, "gan")
 
 
-def test_warning_when_the_exported_generator_is_below_bicubic(capsys):
+def test_warning_when_sr_does_no_better_than_bicubic(capsys):
     metrics = {"metric_border_px": 4, "psnr_phase1": 30.0, "psnr_gan": 29.0,
                "psnr_bicubic": 31.0, "generator": "psnr", "psnr": 30.0, "ssim": 0.9,
-               "ssim_bicubic": 0.91}
-    report_generator(metrics)
+               "ssim_bicubic": 0.91, "sr_gain_db": 0.05, "sr_gain_db_val": -1.0,
+               "sr_gain_pairs": "test", "sr_better_than_bicubic": False}
+    report_generator(metrics, min_gain_db=0.1)
     err = capsys.readouterr().err
-    assert "warning:" in err and "below bicubic" in err
-    report_generator(metrics | {"psnr": 31.5})
+    assert "warning:" in err and "SR does no better than bicubic" in err and "+0.050" in err
+    report_generator(metrics | {"sr_gain_db": 0.6, "sr_better_than_bicubic": True}, 0.1)
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_gain_over_bicubic_is_scored_on_test_pairs_that_chose_nothing(params, tmp_path):
+    """sr_gain_db is the chosen generator minus bicubic on the test pairs (held out from the
+    checkpoint choice); the validation gain is kept beside it; the verdict follows
+    sr.min_gain_db. The test pairs change no training key: a finished run is reused."""
+    pairs = make_pairs(4, n=12, seed=1)
+    test = make_pairs(4, n=6, seed=2)
+    pairs |= {"test_lr": test["train_lr"], "test_hr": test["train_hr"]}
+    sr_params = dataclasses.replace(params.sr, iters_psnr=60, iters_gan=0, lr_g=1e-3,
+                                    batch_size=4, val_every=30, min_gain_db=0.05)
+    metrics = train_sr(pairs, sr_params, torch.device("cpu"), 0, tmp_path)["metrics"]
+    assert metrics["sr_gain_pairs"] == "test"
+    assert metrics["sr_gain_db"] == pytest.approx(
+        metrics["psnr_test"] - metrics["psnr_bicubic_test"], abs=1e-3)
+    assert metrics["sr_gain_db_val"] == pytest.approx(
+        metrics["psnr"] - metrics["psnr_bicubic"], abs=1e-3)
+    assert metrics["sr_gain_db"] > 0.05 and metrics["sr_better_than_bicubic"] is True
+    assert metrics["phase1_untrained_at_quarter"] is False
+    strict = dataclasses.replace(sr_params, min_gain_db=metrics["sr_gain_db"] + 1.0)
+    again = train_sr(pairs | {"test_lr": pairs["val_lr"], "test_hr": pairs["val_hr"]}, strict,
+                     torch.device("cpu"), 0, tmp_path)["metrics"]
+    assert again["train_seconds"] == metrics["train_seconds"]  # reused, not retrained
+    assert again["sr_better_than_bicubic"] is False
+    assert again["sr_gain_db"] == pytest.approx(again["sr_gain_db_val"], abs=1e-3)
+
+
+def test_a_phase_1_that_does_not_learn_is_flagged_a_quarter_in(params, tmp_path, capsys):
+    """With a learning rate too small to move the generator off its bicubic start, the
+    best validation is still iteration 0 a quarter into phase 1: warned then, recorded."""
+    sr_params = dataclasses.replace(params.sr, iters_psnr=8, iters_gan=0, lr_g=1e-12,
+                                    val_every=2)
+    metrics = train_sr(make_pairs(4), sr_params, torch.device("cpu"), 0, tmp_path)["metrics"]
+    assert metrics["phase1_best_iteration"] == 0
+    assert metrics["phase1_untrained_at_quarter"] is True
+    err = capsys.readouterr().err
+    assert "after 2 of 8 phase-1 iterations" in err and "still the untrained one" in err
+    assert metrics["sr_better_than_bicubic"] is False and metrics["sr_gain_db"] == 0.0
 
 
 def test_acquisition_is_an_area_mean_at_the_source_bit_depth():

@@ -33,6 +33,7 @@ def build_augmentation(params: AugmentParams) -> K.AugmentationSequential:
         steps.append(K.RandomGaussianNoise(std=params.noise_std, p=0.5))
     return K.AugmentationSequential(*steps)
 
+
 @torch.no_grad()
 def augment_images(images: torch.Tensor, augmentation: K.AugmentationSequential,
                    device: torch.device, batch: int = 256) -> torch.Tensor:
@@ -43,6 +44,7 @@ def augment_images(images: torch.Tensor, augmentation: K.AugmentationSequential,
         chunk = images[start:start + batch].to(device, non_blocking=True)
         out[start:start + batch] = augmentation(chunk).clamp(0, 1).cpu()
     return out
+
 
 def make_training_set(images: torch.Tensor, labels: np.ndarray, params: AugmentParams,
                       seed: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray,

@@ -32,6 +32,7 @@ def dataloader_order(generator: torch.Generator, size: int) -> torch.Tensor:
     torch.randperm(size, generator=generator)
     return order
 
+
 @dataclasses.dataclass
 class TrainingBatches:
     """The training images and labels, where they live, and how an epoch is cut."""
@@ -69,6 +70,7 @@ class TrainingBatches:
         """One batch on `device` (a gather on the device, or a non-blocking pinned copy)."""
         return (gather_rows(self.images, indices, self.placement, device),
                 gather_rows(self.labels, indices, self.placement, device))
+
 
 def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                      seed: int, device: torch.device, world_size: int = 1,

@@ -37,8 +37,10 @@ BUNDLE_FORMAT = "tdp43-classifier-bundle"
 
 BUNDLE_VERSION = 2  # 2: no package versions; the weights are checked against the architecture
 
+
 class BundleError(PipelineError):
     """A bundle that cannot be applied; the message is one line that says why."""
+
 
 def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_params: dict,
                  thresholds: dict, class_names: tuple[str, str], data_sha256: str,
@@ -93,6 +95,7 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
                         "store_size": sr_storage_size(params)}
     return bundle
 
+
 def load_bundle(path: Path) -> dict:
     """Read and check a bundle; raise BundleError with one line for each way it can be wrong:
     a missing, truncated or damaged file, a pickle payload (refused, never executed), another
@@ -116,6 +119,7 @@ def load_bundle(path: Path) -> dict:
         return _checked(path, bundle)
     except (KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{path}: an incomplete bundle (no {exc}); export it again") from None
+
 
 def _checked(path: Path, bundle) -> dict:
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
@@ -141,6 +145,7 @@ def _checked(path: Path, bundle) -> dict:
                               "export the bundle again from one run")
     return bundle
 
+
 def architecture_mismatch(backbone: str, state: dict) -> str:
     """'' if `state` fits this environment's `backbone` parameter for parameter, else the
     first difference in words (architectures can change between torchvision versions)."""
@@ -159,6 +164,7 @@ def bundle_data_params(bundle: dict) -> DataParams:
     """How the bundle's training crops were read, as DataParams (what ingest used)."""
     data = dict(bundle["data"], raw_dir="", on_bad_file="error")
     return _build(DataParams, data, "data.")
+
 
 def bundle_preprocess(bundle: dict) -> PreprocessParams:
     return _build(PreprocessParams, dict(bundle["preprocess"]), "preprocess.")

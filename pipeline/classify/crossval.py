@@ -29,9 +29,11 @@ from pipeline.data.split import fold_assignment
 
 SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
 
+
 def crossval_input(input_kind: str) -> str:
     """The input the folds read: bicubic in place of sr (see the module docstring)."""
     return "bicubic" if input_kind == "sr" else input_kind
+
 
 def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Path,
              params: Params, device: torch.device, checkpoint_dir: Path) -> dict:
@@ -65,6 +67,7 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Pat
     for level in ("crop", "sample"):
         row |= {f"{level}_{key}": report[level][key] for key in SUMMARY_METRICS}
     return row
+
 
 def summarise(folds: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (ddof=1) per metric per backbone."""

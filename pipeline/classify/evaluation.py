@@ -26,6 +26,7 @@ def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str], thresh
 # output: the ordering behind its AUC is rounding noise, not a finding.
 COLLAPSE_SPREAD = 1e-3
 
+
 def reliability(predictions: pd.DataFrame) -> dict:
     """How far the test figures can be trusted: the spread of the probabilities (collapsed
     below COLLAPSE_SPREAD) and whether each class has the 2 samples a sample AUC needs."""
@@ -33,6 +34,7 @@ def reliability(predictions: pd.DataFrame) -> dict:
     per_class = predictions.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
     return {"prob_spread": spread, "collapsed": spread < COLLAPSE_SPREAD,
             "sample_level_estimable": bool((per_class >= 2).all())}
+
 
 @torch.no_grad()
 def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
@@ -55,6 +57,7 @@ def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.
     batched = time.perf_counter() - start
     return {"infer_ms_per_image": round(1000 * float(np.median(single)), 3),
             "infer_images_per_s": round(len(images) / batched, 2)}
+
 
 def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
     """The console line of a finished evaluation, and warnings a reader must not miss."""

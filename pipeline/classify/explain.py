@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # torch loads only when a map is drawn: report imports class_
     from matplotlib.figure import Figure
     from torch import nn
 
+
 def cam_layer(model: nn.Module, backbone: str) -> tuple[str, nn.Module]:
     """The Grad-CAM layer of `model` (models.backbones names it) and its qualified name
     inside the backbone (`layer4`, `features.29`), the name the figure shows."""

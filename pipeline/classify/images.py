@@ -23,6 +23,7 @@ from pipeline.data.tensors import bicubic_upscale, on_cache_grid, to_classifier_
 # Crops converted and resized per batch: bounded working memory at any split size.
 LOAD_BATCH = 256
 
+
 def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path | None) -> Path:
     """Where the images of `classifier.input` are read from (ingest keeps `hr` beside
     `crops`; `bicubic` is made at load time from the acquired crops). A stage that reads
@@ -32,6 +33,7 @@ def image_folder(input_kind: str, crops_dir: Path, sr_dir: Path | None) -> Path:
     if input_kind == "sr":
         return sr_dir / "sr"
     return {"raw": crops_dir, "hr": crops_dir.with_name("hr"), "bicubic": crops_dir}[input_kind]
+
 
 def load_images(folder: Path, crop_ids: list[str], size: int, upscale: int = 1,
                 device: torch.device | None = None) -> torch.Tensor:
@@ -49,6 +51,7 @@ def load_images(folder: Path, crop_ids: list[str], size: int, upscale: int = 1,
         out[first:first + len(batch)] = to_classifier_size(batch, size).cpu()
     return out
 
+
 def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_dir: Path | None,
                            crop_ids: list[str], device: torch.device | None = None
                            ) -> torch.Tensor:
@@ -60,6 +63,7 @@ def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_
                          classifier_image_size(params), upscale, device)
     return preprocess_images(images, params.preprocess)
 
+
 def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.DataFrame:
     subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
     hint = f" ({hint})" if hint else ""
@@ -68,6 +72,7 @@ def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.Da
     if subset["label"].nunique() < 2:
         raise PipelineError(f"the {split} split holds one class only; AUC is undefined{hint}")
     return subset
+
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """All indices plus minority-class indices drawn with replacement up to the majority count."""

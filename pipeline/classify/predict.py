@@ -51,6 +51,7 @@ def find_sample_folders(input_dir: Path, group_regex: str) -> list[Path]:
         raise PipelineError(f"{input_dir}: no sample folders matching {group_regex!r}")
     return folders
 
+
 def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: str
                     ) -> tuple[pd.DataFrame, list[dict], dict[str, int]]:
     """(crops: path, sample, prob), the skipped files, and files left out by extension."""
@@ -94,6 +95,7 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
     if not rows:
         raise PipelineError(f"{input_dir}: no usable crops")
     return pd.DataFrame(rows), bad.problems, ignored
+
 
 def combine(per_bundle: dict[str, pd.DataFrame], bundles: dict[str, dict]
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -144,6 +146,7 @@ def combine(per_bundle: dict[str, pd.DataFrame], bundles: dict[str, dict]
                                          for kind in ("prob", "prediction")]
     return crops[crop_columns], samples[ordered]
 
+
 def bundle_paths(given: list[Path], params_path: Path) -> list[Path]:
     """--bundle values; a folder means its `<backbone>.pt` for classifier.backbones of the
     params file when there is one (so a stale bundle of a dropped backbone is not used),
@@ -164,6 +167,7 @@ def bundle_paths(given: list[Path], params_path: Path) -> list[Path]:
     return paths
 
 OWN_OUTPUTS = {"crops.csv", "samples.csv", "bad_files.csv"}
+
 
 def check_output_folder(out: Path, overwrite: bool, inputs: list[Path]) -> None:
     """Refuse an --out that --overwrite would make predict delete more than its own

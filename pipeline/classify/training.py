@@ -49,6 +49,7 @@ from pipeline.runtime.distributed import (
 
 EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap"}
 
+
 @dataclasses.dataclass
 class TrainingSetup:
     """What one run trains with. `model` is the plain module that checkpoints save."""
@@ -64,6 +65,7 @@ class TrainingSetup:
     batches: TrainingBatches
     augmentation: nn.Module | None
     memory_format: torch.memory_format
+
 
 @dataclasses.dataclass
 class RunState:
@@ -85,8 +87,10 @@ class RunState:
             self.best_auc, self.best_epoch = row["val_auc"], row["epoch"]
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
+
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
 
 def training_config(backbone: str, params: Params, data_digest: str) -> dict:
     classifier = {k: v for k, v in dataclasses.asdict(params.classifier).items()
@@ -97,6 +101,7 @@ def training_config(backbone: str, params: Params, data_digest: str) -> dict:
     if params.augment.online:
         config["augment"] = dataclasses.asdict(params.augment)
     return config
+
 
 def build_model(backbone: str, cp: ClassifierParams, device: torch.device,
                 context: DistContext) -> tuple[nn.Module, nn.Module, str]:
@@ -110,6 +115,7 @@ def build_model(backbone: str, cp: ClassifierParams, device: torch.device,
     parallel_model = wrap(model, context, device)
     run_model = torch.compile(parallel_model) if cp.compile else parallel_model
     return model, run_model, loaded
+
 
 def set_up_training(backbone: str, images: torch.Tensor, labels: np.ndarray, params: Params,
                     device: torch.device, context: DistContext) -> TrainingSetup:
@@ -137,6 +143,7 @@ def set_up_training(backbone: str, images: torch.Tensor, labels: np.ndarray, par
         augmentation=augmentation,
         memory_format=torch.channels_last if cp.channels_last else torch.contiguous_format)
 
+
 def save_checkpoint(path: Path, config: dict, setup: TrainingSetup, run: RunState) -> None:
     """A plain dict: weights, optimizer, schedule, RNG states and the run so far."""
     save_torch_atomic(path, {
@@ -146,6 +153,7 @@ def save_checkpoint(path: Path, config: dict, setup: TrainingSetup, run: RunStat
         "torch_rng": rng_state(device_of(setup.model)), "scaler": setup.scaler.state_dict(),
         "curves": run.curves, "train_seconds": run.seconds, "images_seen": run.images_seen,
         "best_auc": run.best_auc, "best_epoch": run.best_epoch, "best_state": run.best_state})
+
 
 def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
     """Put the saved weights, optimizer, schedule and RNG states back; return the run so far."""
@@ -160,6 +168,7 @@ def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
                     best_auc=checkpoint["best_auc"], best_epoch=checkpoint["best_epoch"],
                     best_state=checkpoint["best_state"], seconds=checkpoint["train_seconds"],
                     images_seen=checkpoint["images_seen"])
+
 
 def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
                     epoch: int) -> tuple[dict, int]:
@@ -208,6 +217,7 @@ def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
             "data_seconds": data_seconds, "compute_seconds": seconds - data_seconds,
             }, len(train_targets)
 
+
 def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device: torch.device,
              cp: ClassifierParams) -> dict:
     """{val_loss, val_accuracy, val_auc} of `model` on the validation split."""
@@ -219,6 +229,7 @@ def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device:
         torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7), targets)
     return {"val_loss": float(loss), "val_accuracy": float((decide(scores) == labels).mean()),
             "val_auc": _safe_auc(labels, scores)}
+
 
 def throughput(curves: list[dict]) -> dict:
     """Training images/s after warm-up, and where the epochs' time went.
@@ -246,6 +257,7 @@ def throughput(curves: list[dict]) -> dict:
             "data_seconds": round(data, 3), "compute_seconds": round(compute, 3),
             "data_fraction": round(data / max(data + compute, 1e-9), 4)}
 
+
 def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
                   context: DistContext) -> dict:
     """The stage's metrics JSON: best epoch, cost, where the weights came from."""
@@ -257,6 +269,7 @@ def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
             "pretrained": setup.pretrained, "epochs": run.epoch,
             "world_size": context.world_size,
             "replica_weight_digests": replica_digests(setup.model, context)}
+
 
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
                      val_images: torch.Tensor, val_labels: np.ndarray, params: Params,

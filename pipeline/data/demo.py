@@ -30,6 +30,7 @@ def _soft_ellipse(yy, xx, cy, cx, ry, rx, angle, edge):
     radius = np.sqrt(u * u + v * v)
     return 1.0 / (1.0 + np.exp((radius - 1.0) / edge))
 
+
 def render_cell(rng: np.random.Generator, size: int, is_als: bool,
                 sample_style: dict) -> np.ndarray:
     """One crop, float in [0, 1]; the style dict carries the sample's own look."""
@@ -62,6 +63,7 @@ def render_cell(rng: np.random.Generator, size: int, is_als: bool,
     image = sample_style["background"] + sample_style["brightness"] * image
     image += rng.normal(0, sample_style["noise"], image.shape)
     return np.clip(image, 0, 1).astype(np.float32)
+
 
 def make_demo_dataset(out_dir: Path, params: DemoParams, seed: int) -> dict:
     """Write `<class>/<sample>_crops[2]_r/<crop>.tif|png` under out_dir; return counts."""

@@ -71,6 +71,17 @@ def _one_channel(array: np.ndarray, mode: str, channel: str) -> np.ndarray:
     return array[..., 0]  # RGB-encoded grey: all three channels hold the same values
 
 
+def stored_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header without decoding its pixels; None when the
+    file cannot be opened (ingest's main pass then names the problem)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return height, width
+
+
 def container_bits(mode: str, dtype: str) -> int | None:
     """Bits of the integer type the file stores grey values in; None for float data."""
     if dtype.startswith("float"):

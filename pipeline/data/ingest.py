@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.data.images import (
     raw_peak,
     read_crop,
     resolve_bit_depth,
+    stored_size,
     to_uint16,
 )
 from pipeline.data.layout import (
@@ -37,11 +39,13 @@ from pipeline.io import save_array_atomic
 MANIFEST_COLUMNS = ["crop_id", "path", "class_name", "label", "sample", "group", "height",
                     "width", "channels", "dtype", "levels", "fit", "sha256", "cache_file"]
 
+
 @dataclass
 class IngestResult:
     manifest: pd.DataFrame
     metrics: dict
     problems: list[dict] = field(default_factory=list)
+
 
 def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
     """Names the data a run used: every file's bytes, class and sample, and how it was cached.
@@ -55,6 +59,7 @@ def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
     for row in manifest[["path", "class_name", "group", "sha256"]].itertuples(index=False):
         digest.update("|".join(row).encode())
     return digest.hexdigest()
+
 
 def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
         np.ndarray, np.ndarray | None, dict, str]:
@@ -76,6 +81,7 @@ def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
         original = quantise(image)
         image = acquire_low_resolution(image, params.acquire_downsample, info["levels"])
     return quantise(image), original, info, fit
+
 
 def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataParams,
                 bad: BadFiles) -> list[dict]:
@@ -115,6 +121,7 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
                          "cache_file": f"{crop_id}.npy"})
     return rows
 
+
 def check_manifest(manifest: pd.DataFrame, raw_dir: Path, classes: list[str]) -> None:
     if manifest.empty:
         raise PipelineError(f"{raw_dir}: no usable crops")
@@ -126,6 +133,31 @@ def check_manifest(manifest: pd.DataFrame, raw_dir: Path, classes: list[str]) ->
         name = groups_crossing[groups_crossing > 1].index[0]
         raise PipelineError(f"group {name!r} appears under both classes; a sample belongs to one "
                             "class (check data.group_regex)")
+
+
+def check_crop_sizes(paths: list[Path], params: DataParams) -> None:
+    """Refuse crops of another size than data.crop_size, naming both, unless the params ask
+    for resize or pad: a silent resize would throw away (or invent) resolution."""
+    if params.on_size_mismatch != "error":
+        return
+    sizes = Counter(size for size in map(stored_size, paths) if size is not None)
+    wanted = (params.crop_size, params.crop_size)
+    if set(sizes) <= {wanted}:
+        return
+    shown = ", ".join(f"{h}x{w} px: {n}" for (h, w), n in sizes.most_common(4))
+    if len(sizes) == 1:
+        (height, width), = sizes
+        fix = (f"set -S data.crop_size={height}" if height == width else
+               "crops must be square; pad them with -S data.on_size_mismatch=pad")
+        raise PipelineError(f"the crops are {height}x{width} px ({sizes[height, width]} of "
+                            f"them) but data.crop_size is {params.crop_size}: {fix}, or "
+                            f"-S data.on_size_mismatch=resize|pad to bring them to "
+                            f"{params.crop_size} px")
+    raise PipelineError(f"the crops come in {len(sizes)} sizes ({shown}) and data.crop_size "
+                        f"is {params.crop_size}: -S data.on_size_mismatch=resize|pad brings "
+                        f"them all to {params.crop_size} px (reports/ingest/metrics.json counts "
+                        "them), or remove the odd ones")
+
 
 def resolved_data_params(candidates: list, params: DataParams) -> tuple[DataParams, str]:
     """params with data.bit_depth: auto replaced by the depth the data shows, and where
@@ -144,6 +176,7 @@ def resolved_data_params(candidates: list, params: DataParams) -> tuple[DataPara
         raise PipelineError(f"data.bit_depth auto: {exc}") from None
     return dataclasses.replace(params, bit_depth=bits), source
 
+
 def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestResult:
     """Read every crop, normalise it, write it to cache_dir; return manifest and metrics.
 
@@ -154,6 +187,7 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     classes = find_class_folders(raw_dir, params.positive)
     bad = BadFiles(params.on_bad_file)
     candidates, ignored = collect_candidates(raw_dir, classes, params, bad)
+    check_crop_sizes([path for *_, path in candidates], params)
     params, bit_depth_source = resolved_data_params(candidates, params)
     manifest = pd.DataFrame(cache_crops(candidates, raw_dir, cache_dir, params, bad),
                             columns=MANIFEST_COLUMNS)

@@ -43,12 +43,14 @@ def find_class_folders(raw_dir: Path, positive: str) -> list[str]:
                             f"(found {', '.join(classes)}); set -S data.positive=<folder>")
     return classes
 
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True
     except ValueError:
         return False
+
 
 class BadFiles:
     """Where a bad file goes: an error (data.on_bad_file: error) or the skipped list."""
@@ -60,6 +62,7 @@ class BadFiles:
         if self.on_bad_file == "error":
             raise PipelineError(f"{path}: {why} ({self.how_to_skip} to leave it out)")
         self.problems.append({"path": str(path), "problem": why})
+
 
 def collect_sample_crops(sample_dirs: list[Path], params: DataParams,
                          bad: BadFiles) -> tuple[list[tuple[str, str, Path]], dict[str, int]]:
@@ -94,6 +97,7 @@ def collect_sample_crops(sample_dirs: list[Path], params: DataParams,
             continue
         crops_found += [(sample_dir.name, match.group("group"), p) for p in crops]
     return crops_found, ignored
+
 
 def collect_candidates(raw_dir: Path, classes: list[str], params: DataParams, bad: BadFiles
                        ) -> tuple[list[tuple[str, str, str, Path]], dict[str, int]]:

@@ -15,6 +15,7 @@ from pipeline.config import SplitParams
 
 SPLITS = ("train", "val", "test")
 
+
 def _take_groups(groups: np.ndarray, fraction: float, seed: int, what: str, class_name,
                  keep: int = 1) -> tuple:
     """Split one class's groups into (rest, taken): >= 1 taken, >= `keep` left."""
@@ -25,6 +26,7 @@ def _take_groups(groups: np.ndarray, fraction: float, seed: int, what: str, clas
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_taken, random_state=seed)
     rest_index, taken_index = next(splitter.split(groups, groups=groups))
     return groups[rest_index], groups[taken_index]
+
 
 def split_groups(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.DataFrame:
     """Assign each crop to train/val/test by its group, class by class (= stratified)."""
@@ -48,6 +50,7 @@ def split_groups(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.D
         frame["fold"] = fold_of_each_crop(manifest, params.folds, seed)
     return frame
 
+
 def fold_of_each_crop(manifest: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     """Test-fold index per crop from StratifiedGroupKFold (groups never share folds)."""
     n_groups = manifest.groupby("label")["group"].nunique().min()
@@ -60,6 +63,7 @@ def fold_of_each_crop(manifest: pd.DataFrame, folds: int, seed: int) -> np.ndarr
             splitter.split(manifest, manifest["label"], groups=manifest["group"])):
         fold[test_index] = index
     return fold
+
 
 def fold_assignment(split_frame: pd.DataFrame, fold: int, val_fraction: float,
                     seed: int) -> pd.Series:
@@ -78,12 +82,14 @@ def fold_assignment(split_frame: pd.DataFrame, fold: int, val_fraction: float,
 # sample per class cannot rank anything.
 MIN_SAMPLES_PER_CLASS = 5
 
+
 def small_splits(frame: pd.DataFrame) -> list[str]:
     """'test/Control: 2' for each split and class with fewer than MIN_SAMPLES_PER_CLASS."""
     counts = frame.groupby(["split", "class_name"])["group"].nunique()
     return [f"{split}/{class_name}: {int(counts.get((split, class_name), 0))}"
             for split in SPLITS for class_name in sorted(frame["class_name"].unique())
             if counts.get((split, class_name), 0) < MIN_SAMPLES_PER_CLASS]
+
 
 def split_metrics(frame: pd.DataFrame) -> dict:
     metrics: dict = {}

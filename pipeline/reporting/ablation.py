@@ -33,7 +33,7 @@ CELL = ["dataset", "lr", "batch_size", "backbone", "input", "generator"]
 
 TABLE_COLUMNS = [
     "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "lr", "batch_size",
-    "backbone", "input", "generator",
+    "backbone", "input", "input_label", "generator",
     "sample_auc", "sample_auc_ci_low", "sample_auc_ci_high", "sample_balanced_accuracy",
     "sample_balanced_accuracy_ci_low", "sample_balanced_accuracy_ci_high",
     "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high", "crop_balanced_accuracy",
@@ -54,6 +54,7 @@ BASELINES = ("raw", "bicubic", "hr")
 
 PredictionsReader = Callable[[str, str], pd.DataFrame]  # (rev, backbone) -> predictions.csv
 
+
 def ablation_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
     """One row per dataset x backbone x input x generator; and how many repeats were dropped.
 
@@ -63,6 +64,7 @@ def ablation_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
     rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
     frame, duplicates = newest_per_cell(rows, CELL)
     return frame.reindex(columns=TABLE_COLUMNS), duplicates
+
 
 def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
     """An experiment's per-crop test predictions: git-tracked (DVC cache: false), so they
@@ -74,6 +76,7 @@ def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
     if shown.returncode:
         raise FileNotFoundError(f"{path} not in commit {rev[:12]}: {shown.stderr.strip()}")
     return read_crop_table(io.StringIO(shown.stdout))
+
 
 def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
                            resamples: int, seed: int, alpha: float = 0.05) -> dict:
@@ -102,6 +105,7 @@ def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFr
     return {"crops": len(left), "crop_auc_a": auc_a, "crop_auc_b": auc_b,
             "crop_auc_difference": auc_a - auc_b, "crop_difference_ci_low": interval.low,
             "crop_difference_ci_high": interval.high}
+
 
 def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resamples: int,
                  seed: int) -> pd.DataFrame:
@@ -135,6 +139,7 @@ def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resam
     # Counts stay integers in the CSV although a row that could not be paired has none.
     counts = {"samples": "Int64", "crops": "Int64", "bootstrap_resamples": "Int64"}
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype(counts)
+
 
 def run_ablation(experiments: list[Experiment], read_predictions: PredictionsReader,
                  resamples: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:

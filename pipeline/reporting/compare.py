@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline.cli import PipelineError, console
 from pipeline.io import atomic_path, read_crop_table, read_json
+from pipeline.reporting.labels import input_label
 from pipeline.stats import (
     SampleMismatchError,
     caveats,
@@ -35,14 +36,18 @@ PAIRED_COLUMNS = ["backbone_a", "backbone_b", "level", "samples", "auc_a", "auc_
 COSTS = ["train_seconds", "peak_memory_mb", "params_millions", "infer_ms_per_image",
          "infer_images_per_s"]
 
-def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
+
+def comparison_table(eval_dir: Path, backbones: list[str], sr_metrics: dict) -> pd.DataFrame:
+    """One row per backbone from its evaluation; an sr input is labelled by what train_sr
+    recorded of the generator (`sr_metrics`, reports/sr/metrics.json)."""
     rows = []
     for backbone in backbones:
         path = eval_dir / backbone / "metrics.json"
         if not path.is_file():
             raise PipelineError(f"{path}: missing; run the evaluate stage for {backbone}")
         metrics = read_json(path)
-        row = {"backbone": backbone, "input": metrics["input"]}
+        row = {"backbone": backbone,
+               "input": input_label(metrics["input"], sr_metrics.get("sr_better_than_bicubic"))}
         row |= {f"{level}_{key}": metrics[level][key] for level, key in COLUMNS}
         # the cut each level was decided at (chosen on validation), and what 0.5 would give
         row |= {"threshold_rule": metrics["threshold"]["rule"]}
@@ -55,6 +60,7 @@ def comparison_table(eval_dir: Path, backbones: list[str]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """The frame as a Markdown table: 3 decimals, p-values to 3 significant digits, and an
     empty cell where a figure is not estimable."""
@@ -66,6 +72,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
             else style.format(value) if isinstance(value, float) else str(value)
             for value in frame[column]]
     return shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
+
 
 def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,
                        seed: int) -> pd.DataFrame:
@@ -87,9 +94,11 @@ def paired_comparisons(eval_dir: Path, backbones: list[str], resamples: int,
         rows.append({"backbone_a": a, "backbone_b": b, "level": "sample", **result})
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
+
 def describe_p_value(p_value: float | None) -> str:
     """DeLong's p for the console; empty (None or NaN from a CSV) means not estimable."""
     return "not estimable" if p_value is None or pd.isna(p_value) else f"{p_value:.3g}"
+
 
 def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
     import matplotlib

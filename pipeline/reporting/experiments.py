@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import PipelineError
+from pipeline.reporting.labels import input_label
 
 # Executor states of `dvc exp show --json` (dvc/repo/experiments/serialize.py ExpExecutor)
 # whose metrics are not the experiment's own: a queued run has none yet, a running one
@@ -27,6 +28,7 @@ LEVELS = ("crop", "sample")
 FIGURES = ("auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_accuracy_ci_low",
            "balanced_accuracy_ci_high")
 
+
 @dataclass(frozen=True)
 class Experiment:
     """One finished experiment (or the workspace, or a baseline commit) from dvc exp show."""
@@ -37,10 +39,12 @@ class Experiment:
     params: dict             # params.yaml, nested as in the file
     metrics: dict[str, dict]  # metrics file path -> its data (unreadable files left out)
 
+
 @dataclass
 class Experiments:
     finished: list[Experiment]
     left_out: Counter = field(default_factory=Counter)  # reason -> number of experiments
+
 
 def _experiment(state: dict, name: str | None) -> Experiment | None:
     """An ExpState ({rev, name, data, error, experiments}) as an Experiment, None if errored."""
@@ -53,11 +57,13 @@ def _experiment(state: dict, name: str | None) -> Experiment | None:
     return Experiment(name=name or state.get("name") or state["rev"], rev=state["rev"],
                       timestamp=data.get("timestamp"), params=params, metrics=metrics)
 
+
 def _running_in_workspace(raw: list[dict]) -> bool:
     """Whether `dvc exp run` (not queued) is running in the workspace right now."""
     return any((exp_range.get("executor") or {}).get("name") == "workspace"
                and (exp_range.get("executor") or {}).get("state") == "running"
                for state in raw for exp_range in state.get("experiments") or [])
+
 
 def collect_experiments(raw: list[dict]) -> Experiments:
     """Finished experiments from dvc 3's `exp show --json`, and how many were left out why.
@@ -89,6 +95,7 @@ def collect_experiments(raw: list[dict]) -> Experiments:
                 collected.finished.append(experiment)
     return collected
 
+
 def experiments_from_dvc(json_file: Path | None = None) -> Experiments:
     """Experiments of the workspace, its baseline and every experiment (or of a saved JSON)."""
     if json_file is not None:
@@ -103,11 +110,13 @@ def experiments_from_dvc(json_file: Path | None = None) -> Experiments:
         raw = json.loads(result.stdout)
     return collect_experiments(raw)
 
+
 def describe_left_out(left_out: Counter) -> str:
     if not left_out:
         return "no experiment left out"
     parts = ", ".join(f"{count} {reason}" for reason, count in sorted(left_out.items()))
     return f"left out (no results of their own): {parts}"
+
 
 def dataset_of(experiment: Experiment) -> dict:
     """The data an experiment ran on: raw folder, acquisition setting, manifest digest."""
@@ -120,6 +129,7 @@ def dataset_of(experiment: Experiment) -> dict:
     label += f", manifest {digest[:12]}" if digest else ", manifest digest not recorded"
     return {"dataset": label, "raw_dir": raw_dir, "acquire_downsample": downsample,
             "manifest_sha256": digest}
+
 
 def evaluation_rows(experiment: Experiment) -> list[dict]:
     """One row per evaluated backbone: its cell, dataset, lr, batch size and test figures."""
@@ -139,10 +149,13 @@ def evaluation_rows(experiment: Experiment) -> list[dict]:
         for level in LEVELS:
             row |= {f"{level}_{key}": (metrics.get(level) or {}).get(key, np.nan)
                     for key in FIGURES}
+        sr_metrics = experiment.metrics.get("reports/sr/metrics.json") or {}
         row |= {"test_samples": metrics.get("test_samples"), "experiment": experiment.name,
-                "rev": experiment.rev, "timestamp": experiment.timestamp}
+                "rev": experiment.rev, "timestamp": experiment.timestamp,
+                "input_label": input_label(source, sr_metrics.get("sr_better_than_bicubic"))}
         rows.append(row)
     return rows
+
 
 def newest_per_cell(rows: list[dict], cell: list[str]) -> tuple[pd.DataFrame, int]:
     """Rows with one per cell, the newest experiment's (the workspace counts as newest:
@@ -157,14 +170,17 @@ def newest_per_cell(rows: list[dict], cell: list[str]) -> tuple[pd.DataFrame, in
 
 GRID_CELL = ["dataset", "backbone", "input", "generator", "lr", "batch_size"]
 
+
 def grid_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
     """One row per dataset, backbone, input, lr and batch size, crop and sample figures."""
     rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
     return newest_per_cell(rows, GRID_CELL)
 
+
 def format_lr(lr: float) -> str:
     """A learning rate as written in params.yaml (0.0001, not 1e-04 or 0.000)."""
     return np.format_float_positional(float(lr), trim="-")
+
 
 def with_interval(row, key: str) -> str:
     """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""

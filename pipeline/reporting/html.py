@@ -30,7 +30,9 @@ th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right}th{background:#e
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
 .note{color:#555;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
+.banner{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}
 """
+
 
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
@@ -40,16 +42,19 @@ def _png(fig) -> str:
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
+
 def _img_file(path: Path, alt: str) -> str:
     if not path.is_file():
         return f"<p class='note'>({html.escape(alt)}: not available)</p>"
     data = base64.b64encode(path.read_bytes()).decode()
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
+
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     table = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
                           escape=True, na_rep="")
     return f"<div class='wide'>{table}</div>"
+
 
 def dataset_section(reports: Path) -> str:
     ingest, split = read_json(reports / "ingest" / "metrics.json"), read_json(reports / "split" /
@@ -68,6 +73,7 @@ def dataset_section(reports: Path) -> str:
             f"(samples in two splits: {split.get('groups_in_two_splits')}).</p>")
     return "<h2>Data</h2>" + text + _table(pd.DataFrame(rows))
 
+
 def sr_section(reports: Path) -> str:
     metrics = read_json(reports / "sr" / "metrics.json")
     if not metrics:
@@ -82,12 +88,39 @@ def sr_section(reports: Path) -> str:
         rows.append({"model": "SR GAN phase (EMA; generator gan)",
                      "PSNR (dB)": metrics["psnr_gan"], "SSIM": metrics["ssim_gan"],
                      "feeds the classifier": "yes" if exported == "gan" else ""})
-    rows = pd.DataFrame(rows)
-    return ("<h2>Super-resolution (validation crops)</h2>" + _table(rows, 3) +
+    out = sr_gain_banner(metrics)
+    out += ("<h3>Validation pairs (they chose the checkpoint and the generator)</h3>"
+            + _table(pd.DataFrame(rows), 3))
+    if metrics.get("psnr_test") is not None:
+        held_out = pd.DataFrame([
+            {"model": "bicubic", "PSNR (dB)": metrics["psnr_bicubic_test"],
+             "SSIM": metrics["ssim_bicubic_test"]},
+            {"model": f"SR, generator {exported}", "PSNR (dB)": metrics["psnr_test"],
+             "SSIM": metrics["ssim_test"]}])
+        out += ("<h3>Held-out test pairs (chose nothing: the figures to report)</h3>"
+                + _table(held_out, 3))
+    return ("<h2>Super-resolution against bicubic</h2>" + out +
             f"<p class='note'>{metrics['iterations']} iterations in "
             f"{metrics['train_seconds']:.0f} s; perceptual loss: "
             f"{html.escape(str(metrics.get('perceptual_loss')))}.</p>" +
             _img_file(reports / "sr" / "samples.png", "SR samples"))
+
+
+def sr_gain_banner(metrics: dict) -> str:
+    """A banner over the SR section when SR does no better than bicubic ('' otherwise)."""
+    gain = metrics.get("sr_gain_db")
+    if gain is None:
+        return ""
+    where = "held-out test" if metrics.get("sr_gain_pairs") == "test" else "validation"
+    if metrics.get("sr_better_than_bicubic"):
+        return (f"<p class='note'>SR gains {gain:+.3f} dB PSNR over bicubic on the {where} "
+                "pairs.</p>")
+    return (f"<p class='banner'><b>SR does no better than bicubic here:</b> {gain:+.3f} dB "
+            f"PSNR on the {where} pairs, under sr.min_gain_db. The classifier's <code>sr"
+            "</code> input is then bicubic in effect, and the tables call it <i>sr (no gain "
+            "over bicubic)</i>: train SR longer, or read the README's <i>When SR does not "
+            "beat bicubic</i>.</p>")
+
 
 def curves_section(reports: Path, backbones: list[str]) -> str:
     import matplotlib
@@ -110,6 +143,7 @@ def curves_section(reports: Path, backbones: list[str]) -> str:
     for ax in axes:
         ax.legend(fontsize=7)
     return "<h2>Training curves</h2>" + f"<img alt='curves' src='{_png(fig)}'>"
+
 
 def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
     import matplotlib
@@ -150,6 +184,7 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
     return ("<h2>Confusion matrices (test, at the thresholds chosen on validation)</h2>"
             f"<img alt='confusion' src='{_png(fig)}'>")
 
+
 def comparison_section(reports: Path) -> str:
     out = "<h2>Backbones on the held-out test samples</h2>"
     table = reports / "compare" / "table.csv"
@@ -176,6 +211,7 @@ def comparison_section(reports: Path) -> str:
     out += _img_file(reports / "compare" / "roc_overlay.png", "ROC curves")
     return out
 
+
 def gradcam_section(reports: Path, backbones: list[str]) -> str:
     layers = "; ".join(f"{b}: <code>{html.escape(BACKBONES[b].cam_layer)}</code>, "
                        f"{html.escape(BACKBONES[b].cam_layer_is)}" for b in backbones)
@@ -193,10 +229,12 @@ def crossval_section(reports: Path) -> str:
         return ""
     return "<h2>Cross-validation by sample (mean ± sd over folds)</h2>" + _table(frame)
 
+
 def _intervals(frame: pd.DataFrame, key: str) -> pd.Series:
     from pipeline.reporting.experiments import with_interval
 
     return frame.apply(lambda row: with_interval(row, key), axis=1)
+
 
 def ablation_section(reports: Path) -> str:
     """The SR ablation written by `python -m pipeline.ablation`, one table per dataset."""
@@ -245,6 +283,7 @@ def ablation_section(reports: Path) -> str:
             "note": rows["note"].fillna("")}))
     return out
 
+
 def experiments_section() -> str:
     from pipeline.reporting.experiments import (
         describe_left_out,
@@ -267,6 +306,7 @@ def experiments_section() -> str:
     return ("<h2>lr x batch_size grid (test AUC and balanced accuracy, crop and sample level)"
             f"</h2><p class='note'>{html.escape(describe_left_out(collected.left_out))}; "
             f"{duplicates} repeated cells: the newest kept.</p>" + _table(shown))
+
 
 def build_report(reports: Path, split: Path, backbones: list[str],
                  with_experiments: bool) -> str:

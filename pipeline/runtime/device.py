@@ -203,8 +203,6 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated on CUDA; peak resident set size of the process on CPU."""
     if device.type == "cuda":

@@ -10,6 +10,7 @@ import torch
 # for the model, its activations and the optimizer state.
 DEVICE_SHARE = 0.3
 
+
 def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
                 device: torch.device) -> torch.Tensor:
     """tensor[indices] on `device`. From the host to a GPU the rows go through pinned
@@ -23,6 +24,7 @@ def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
     if placement == "host, batches pinned":
         rows = rows.pin_memory()
     return rows.to(device, non_blocking=True)
+
 
 def place(tensors: list[torch.Tensor], device: torch.device
           ) -> tuple[list[torch.Tensor], str]:

@@ -47,6 +47,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, length - tile, stride))
     return starts + [length - tile]
 
+
 def _ramp_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
     """Blend weights along one tile axis.
 
@@ -63,6 +64,7 @@ def _ramp_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> t
         if ramp_end:
             window[size - overlap:] = ramp.flip(0)
     return window
+
 
 @torch.no_grad()
 def upscale_tiled(model: nn.Module, image: torch.Tensor, scale: int, tile: int, overlap: int,

@@ -34,6 +34,7 @@ def degrade(hr: torch.Tensor, scale: int, blur_sigma: float, noise_std: float,
         lr = lr + noise_std * torch.randn(lr.shape, generator=generator)
     return lr.clamp(0, 1)
 
+
 def extract_patches(crops: np.ndarray, patch: int, per_crop: int,
                     rng: np.random.Generator, grid: int = 1) -> np.ndarray:
     """Random patch x patch windows, `per_crop` from each (N,1,H,W) crop, with origins on
@@ -50,27 +51,33 @@ def extract_patches(crops: np.ndarray, patch: int, per_crop: int,
         out[index] = crops[index // per_crop, :, y:y + patch, x:x + patch]
     return out
 
+
 def acquire_patches(hr: np.ndarray, factor: int, levels: list[int | None]) -> np.ndarray:
     """LR patches made exactly as ingest made the acquired crops (area mean, same bit depth)."""
     return np.stack([acquire_low_resolution(patch[0], factor, level)[None]
                      for patch, level in zip(hr, levels)])
 
+
 def make_lr_hr_pairs(crops_dir: Path, split_frame: pd.DataFrame, params: SRParams,
                      seed: int, acquire_downsample: int = 0) -> dict[str, np.ndarray]:
-    """Return {train_hr, train_lr, val_hr, val_lr} as float32 arrays (N,1,H,W) in [0,1].
+    """Return {train,val,test}_{hr,lr} as float32 arrays (N,1,H,W) in [0,1].
 
     Without acquisition (0) the crops are the HR side and LR is made by bicubic
     downsampling (optionally blurred and noisy). With acquire_downsample k the HR side is
     ingest's `hr` originals and LR is the same area acquisition ingest applied, so the
     generator learns exactly the mapping it will be asked to invert. Either way only the
-    training groups feed training and the validation groups validation: no test group.
+    training groups feed training and the validation groups choose the checkpoint; the test
+    groups' pairs only score the chosen generator against bicubic (none when the split has
+    no test crops).
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     source_dir = crops_dir.with_name("hr") if acquire_downsample else crops_dir
     pairs = {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):  # test last: train and val draws stay as they were
         rows = split_frame.loc[split_frame["split"] == split]
+        if rows.empty and split == "test":
+            continue
         if rows.empty:
             raise PipelineError(f"no {split} crops in the split; cannot make SR pairs")
         crops = np.stack([from_uint16(load_array(source_dir / f"{i}.npy"))

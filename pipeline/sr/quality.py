@@ -20,10 +20,12 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -
     `crop_border` (= the scale) pixels cut off each edge, basicsr's own implementation."""
     return calculate_psnr_pt(pred, target, crop_border=crop_border)
 
+
 def ssim_per_image(pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> torch.Tensor:
     """SSIM per image: 11x11 Gaussian window (sigma 1.5) over valid positions only (no zero
     padding), on the 0-255 scale, border cropped: basicsr's port of Wang et al.'s MATLAB code."""
     return calculate_ssim_pt(pred, target, crop_border=crop_border)
+
 
 @torch.no_grad()
 def evaluate_sr(model, val_lr: np.ndarray, val_hr: np.ndarray, scale: int,
@@ -49,6 +51,7 @@ def evaluate_sr(model, val_lr: np.ndarray, val_hr: np.ndarray, scale: int,
     model.train(was_training)
     means = torch.stack([torch.cat(v).mean() for v in scores.values()]).cpu().tolist()
     return {k: round(float(v), 4) for k, v in zip(scores, means)}
+
 
 @torch.no_grad()
 def save_sr_samples(state: dict, config: dict, pairs: dict[str, np.ndarray], path: Path,

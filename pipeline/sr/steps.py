@@ -83,6 +83,7 @@ class SRTraining:
     seconds: float = 0.0
     log: list[dict] = field(default_factory=list)
     phase1: dict = field(default_factory=dict)  # best phase-1 validation: scores, state, step
+    best_at_quarter: int | None = None  # phase1's best iteration a quarter into phase 1
     # Per loss: whether any step since `checked_at` gave a non-finite value. Kept on the
     # device and read only by raise_if_nonfinite, so no step waits for the GPU.
     nonfinite: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -141,7 +142,7 @@ def checkpoint_state(run: SRTraining, config: dict) -> dict:
             "schedulers": {k: v.state_dict() for k, v in run.schedulers.items()},
             "torch_rng": rng_state(device_of(run.generator)),
             "scaler": run.scaler.state_dict(),
-            "log": run.log, "phase1": run.phase1,
+            "log": run.log, "phase1": run.phase1, "best_at_quarter": run.best_at_quarter,
             "train_seconds": run.seconds, "finished": False}
 
 
@@ -156,6 +157,7 @@ def restore(run: SRTraining, state: dict) -> None:
     if state.get("scaler"):  # fp16's loss scale goes on where it was
         run.scaler.load_state_dict(state["scaler"])
     run.iteration, run.log, run.phase1 = state["iteration"], state["log"], state["phase1"]
+    run.best_at_quarter = state.get("best_at_quarter")
     run.seconds = state["train_seconds"]
     run.checked_at = run.iteration
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.cli import PipelineError, console, progress
+from pipeline.cli import PipelineError, console, progress, warn
 from pipeline.config import SRParams
 from pipeline.io import remove_stale_temporaries, save_torch_atomic
 from pipeline.runtime.checkpoints import checkpoint_path as checkpoint_file
@@ -42,16 +42,20 @@ from pipeline.sr.steps import (
 )
 
 # Keys that do not change what is trained: a change reuses the finished training.
-NOT_TRAINING = {"tile", "tile_overlap", "infer_batch", "generator"}
+NOT_TRAINING = {"tile", "tile_overlap", "infer_batch", "generator", "min_gain_db"}
+# Pairs that train (train_*) and choose the checkpoint (val_*); test_* pairs only score it.
+TRAINING_PAIRS = ("train_lr", "train_hr", "val_lr", "val_hr")
 
 MODEL_KEYS = ("scale", "num_feat", "num_block", "num_grow_ch", "residual")
+
 
 def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -> dict:
     config = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_TRAINING}
     digest = hashlib.sha256()
-    for name in sorted(pairs):
+    for name in sorted(TRAINING_PAIRS):
         digest.update(np.ascontiguousarray(pairs[name]).tobytes())
     return config | {"seed": seed, "pairs_sha256": digest.hexdigest()}
+
 
 def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: SRParams,
              device: torch.device, running: dict[str, list[torch.Tensor]]) -> dict:
@@ -64,6 +68,7 @@ def validate(run: SRTraining, pairs: dict[str, np.ndarray], phase: str, params: 
     run.log.append(row)
     running.clear()
     return scores
+
 
 def train_step(run: SRTraining, train_lr: torch.Tensor, train_hr: torch.Tensor,
                placement: str, params: SRParams, device: torch.device, seed: int,
@@ -86,6 +91,7 @@ def train_step(run: SRTraining, train_lr: torch.Tensor, train_hr: torch.Tensor,
     run.iteration += 1
     run.ema.update(run.generator, run.iteration)
     return phase
+
 
 def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
                 device: torch.device, seed: int, context: DistContext, save, until: int) -> None:
@@ -131,6 +137,7 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
                 scores = validate(run, pairs, phase, params, device, running)
                 if phase == "psnr":
                     keep_if_best(run, scores)
+                    note_first_quarter(run, params)
             if saving:
                 save()
             if checked:
@@ -140,6 +147,7 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
                 f"{k.removeprefix('loss_')}={v:.4g}" for k, v in last.items()
                 if k.startswith(("loss", "psnr")) and isinstance(v, float)))
 
+
 def keep_if_best(run: SRTraining, scores: dict) -> None:
     """Phase 1 is model selection on validation PSNR, as the classifier's best epoch is:
     the EMA weights of the best validation so far are the PSNR-oriented generator."""
@@ -147,8 +155,23 @@ def keep_if_best(run: SRTraining, scores: dict) -> None:
         run.phase1 = {"scores": scores, "state": _cpu_state(run.ema.model),
                       "iteration": run.iteration}
 
+
+def note_first_quarter(run: SRTraining, params: SRParams) -> None:
+    """At the first validation past a quarter of phase 1, note which iteration is best so
+    far; still the untrained (bicubic) one means phase 1 is not learning: say so now, not
+    after the whole run."""
+    if run.best_at_quarter is not None or run.iteration < params.iters_psnr / 4:
+        return
+    run.best_at_quarter = run.phase1["iteration"]
+    if run.best_at_quarter == 0:
+        warn(f"after {run.iteration} of {params.iters_psnr} phase-1 iterations the best "
+             "generator on validation is still the untrained one (= bicubic): SR is not "
+             "learning; raise sr.lr_g or sr.batch_size, or train longer (sr.iters_psnr)")
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
 
 def choose_generator(candidates: dict[str, dict], choice: str) -> str:
     """Name of the generator that feeds the classifier: `choice`, or for `best` the one
@@ -160,6 +183,7 @@ def choose_generator(candidates: dict[str, dict], choice: str) -> str:
         return choice
     return max(candidates, key=lambda name: (candidates[name]["psnr"], name == "psnr"))
 
+
 def with_choice(result: dict, choice: str) -> dict:
     """The finished run's result with `choice` (sr.generator) applied: which generator feeds
     the classifier, its weights as ema_state, and its figures as psnr / ssim."""
@@ -170,6 +194,7 @@ def with_choice(result: dict, choice: str) -> dict:
     chosen = choose_generator(candidates, choice)
     return result | {"ema_state": result["generators"][chosen],
                      "metrics": metrics | {"generator": chosen} | candidates[chosen]}
+
 
 def seconds_per_iteration(log: list[dict]) -> dict[str, float | None]:
     """Steady-state step time per phase from the validation rows' running train_seconds.
@@ -188,6 +213,7 @@ def seconds_per_iteration(log: list[dict]) -> dict[str, float | None]:
             round(sum(t for _, t in steady) / iterations, 5) if iterations else None)
     return rates
 
+
 def summarise(run: SRTraining, params: SRParams, context: DistContext,
               digests: list[str]) -> dict:
     """Metrics of a finished run: both generators' validation figures (the chosen one's are
@@ -199,6 +225,7 @@ def summarise(run: SRTraining, params: SRParams, context: DistContext,
         "psnr_bicubic": final["psnr_bicubic"], "ssim_bicubic": final["ssim_bicubic"],
         "psnr_phase1": run.phase1["scores"]["psnr"], "ssim_phase1": run.phase1["scores"]["ssim"],
         "phase1_best_iteration": run.phase1["iteration"],
+        "phase1_untrained_at_quarter": run.best_at_quarter == 0,
         "psnr_gan": gan.get("psnr"), "ssim_gan": gan.get("ssim"),
         "metric_border_px": params.scale,
         "gan_phase_weights": run.weights,
@@ -211,6 +238,7 @@ def summarise(run: SRTraining, params: SRParams, context: DistContext,
         "discriminator": params.discriminator,
         "world_size": context.world_size, "replica_weight_digests": digests,
     }
+
 
 def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.device, seed: int,
              checkpoint_dir: Path, stop_after: int | None = None,
@@ -228,7 +256,8 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     state = load_checkpoint(checkpoint_path, config)
     if state is not None and state.get("finished"):
         console.print(f"SR training already finished for these params ({checkpoint_path})")
-        return with_choice(state["result"], params.generator) | {"checkpoint": checkpoint_path}
+        chosen = with_choice(state["result"], params.generator)
+        return score_held_out(chosen, pairs, params, device) | {"checkpoint": checkpoint_path}
     seed_everything(seed, deterministic=device.type == "cpu")
     if device.type == "cuda":
         # Fixed patch sizes: let cuDNN pick the fastest kernels (not bit-reproducible on GPU).
@@ -266,7 +295,33 @@ def train_sr(pairs: dict[str, np.ndarray], params: SRParams, device: torch.devic
     # The finished record replaces the training checkpoint: weights of the exported
     # generators only (no optimiser or discriminator state), enough to re-export.
     save_torch_atomic(checkpoint_path, {"config": config, "finished": True, "result": result})
-    return with_choice(result, params.generator) | {"checkpoint": checkpoint_path}
+    chosen = with_choice(result, params.generator)
+    return score_held_out(chosen, pairs, params, device) | {"checkpoint": checkpoint_path}
+
+
+def score_held_out(result: dict, pairs: dict[str, np.ndarray], params: SRParams,
+                   device: torch.device) -> dict:
+    """The chosen generator and bicubic scored on the test pairs, which chose nothing (the
+    checkpoint and the generator were chosen on validation), and SR's gain over bicubic
+    there: sr_gain_db, and sr_better_than_bicubic against sr.min_gain_db. Without test
+    pairs the gain is taken on validation, and the metrics say so."""
+    from pipeline.sr.inference import generator_from_state
+
+    metrics = result["metrics"]
+    held_out = {"sr_gain_db_val": round(metrics["psnr"] - metrics["psnr_bicubic"], 4)}
+    if "test_lr" in pairs:
+        model = generator_from_state(result["ema_state"],
+                                     {k: getattr(params, k) for k in MODEL_KEYS}).to(device)
+        scores = evaluate_sr(model, pairs["test_lr"], pairs["test_hr"], params.scale, device,
+                             params.batch_size, params.precision)
+        held_out |= {f"{key}_test": value for key, value in scores.items()}
+        held_out |= {"sr_gain_db": round(scores["psnr"] - scores["psnr_bicubic"], 4),
+                     "sr_gain_pairs": "test"}
+    else:
+        held_out |= {"sr_gain_db": held_out["sr_gain_db_val"], "sr_gain_pairs": "val"}
+    held_out["sr_better_than_bicubic"] = held_out["sr_gain_db"] >= params.min_gain_db
+    return result | {"metrics": metrics | held_out}
+
 
 def export_generators(result: dict, params: SRParams, model_dir: Path) -> None:
     """generator_<name>.pt for each trained generator and generator.pt for the chosen one."""
@@ -282,17 +337,22 @@ def export_generators(result: dict, params: SRParams, model_dir: Path) -> None:
                        "name": chosen, "validation": {"psnr": result["metrics"]["psnr"],
                                                       "ssim": result["metrics"]["ssim"]}})
 
-def report_generator(metrics: dict) -> None:
-    """Console summary, and a warning when the chosen generator does worse than bicubic."""
+
+def report_generator(metrics: dict, min_gain_db: float) -> None:
+    """Console summary, and a warning when the chosen generator does no better than bicubic."""
     console.print(f"SR (validation, border {metrics['metric_border_px']} px): "
                   f"phase-1 {metrics['psnr_phase1']:.2f} dB"
                   + (f", GAN {metrics['psnr_gan']:.2f} dB" if metrics["psnr_gan"] else "")
                   + f", bicubic {metrics['psnr_bicubic']:.2f} dB; exported "
                   f"'{metrics['generator']}' (PSNR {metrics['psnr']:.2f}, "
                   f"SSIM {metrics['ssim']:.4f} vs bicubic {metrics['ssim_bicubic']:.4f})")
-    if metrics["psnr"] < metrics["psnr_bicubic"]:
-        console.print(f"[bold yellow]warning:[/] the exported generator "
-                      f"('{metrics['generator']}') is below bicubic on validation "
-                      f"({metrics['psnr']:.2f} < {metrics['psnr_bicubic']:.2f} dB): SR makes "
-                      "these images worse; train longer, try sr.generator: best, or compare "
-                      "classifier.input: bicubic", highlight=False)
+    pairs = metrics["sr_gain_pairs"]
+    console.print(f"SR gain over bicubic on the {pairs} pairs: {metrics['sr_gain_db']:+.3f} dB"
+                  f" (validation {metrics['sr_gain_db_val']:+.3f} dB)", highlight=False)
+    if not metrics["sr_better_than_bicubic"]:
+        warn(f"SR does no better than bicubic: the exported generator "
+             f"('{metrics['generator']}') gains {metrics['sr_gain_db']:+.3f} dB over bicubic on "
+             f"the {pairs} pairs, under sr.min_gain_db ({min_gain_db} dB). The classifier's sr "
+             "input is then bicubic in effect, and the tables label it 'sr (no gain over "
+             "bicubic)'. Train longer (sr.iters_psnr), raise sr.lr_g, or use a larger "
+             "generator; the README's 'When SR does not beat bicubic' has more")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.cli import stage_main, stage_parser
 from pipeline.config import load_params
-from pipeline.io import write_csv_atomic, write_text_atomic
+from pipeline.io import read_json, write_csv_atomic, write_text_atomic
 from pipeline.reporting.compare import (
     comparison_table,
     markdown_table,
@@ -17,11 +17,11 @@ from pipeline.reporting.compare import (
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "eval-dir", ("out", "reports/compare"))
+    parser = stage_parser(__doc__, "eval-dir", "sr-metrics", ("out", "reports/compare"))
     args = parser.parse_args()
     params = load_params(args.params)
     backbones = params.classifier.backbones
-    frame = comparison_table(args.eval_dir, backbones)
+    frame = comparison_table(args.eval_dir, backbones, read_json(args.sr_metrics))
     paired = paired_comparisons(args.eval_dir, backbones, params.classifier.bootstrap,
                                 params.seed)
     write_csv_atomic(args.out / "table.csv", frame)

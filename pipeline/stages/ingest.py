@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.cli import console, stage_main, stage_parser
+from pipeline.cli import console, stage_main, stage_parser, warn
 from pipeline.config import load_params
 from pipeline.data.ingest import ingest_crops
 from pipeline.environment import write_environment
@@ -25,6 +25,10 @@ def main() -> None:
     write_json_atomic(args.metrics, result.metrics)
     write_environment(args.environment)
     m = result.metrics
+    for fitted in ("resized", "padded"):
+        if m[fitted]:
+            warn(f"{m[fitted]} of {m['crops']} crops {fitted} to {params.data.crop_size} px "
+                 f"(data.on_size_mismatch: {params.data.on_size_mismatch})")
     console.print(f"ingest: {m['crops']} crops in {m['groups']} groups, {m['skipped_files']} "
                   "skipped" + (f"; left out by extension (not in data.extensions): "
                                f"{m['ignored_extensions']}" if m["ignored_files"] else ""))

@@ -52,7 +52,8 @@ def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
         for _, row in part.iterrows():
             figures = [with_interval(row, f"{level}_{key}") for level in ("sample", "crop")
                        for key in ("auc", "balanced_accuracy")]
-            shown.add_row(row["backbone"], str(row["input"]), row["generator"] or "-", *figures,
+            shown.add_row(row["backbone"], str(row.get("input_label") or row["input"]),
+                          row["generator"] or "-", *figures,
                           str(row["test_samples"]), str(row["experiment"]))
         console.print(shown)
         same = ((paired["dataset"] == dataset) & (paired["lr"] == lr)

@@ -22,6 +22,7 @@ from pipeline.reporting.experiments import (
     format_lr,
     grid_table,
 )
+from pipeline.reporting.labels import NO_GAIN
 
 
 def print_grid(frame: pd.DataFrame) -> None:
@@ -41,9 +42,11 @@ def print_grid(frame: pd.DataFrame) -> None:
             cells = []
             for size in sizes:
                 hit = part[(part["lr"] == lr) & (part["batch_size"] == size)]
+                no_gain = not hit.empty and hit["input_label"].iloc[0] == NO_GAIN
                 cells.append("" if hit.empty else "\n".join(
                     f"{level} {hit[f'{level}_auc'].iloc[0]:.3f} / "
-                    f"{hit[f'{level}_balanced_accuracy'].iloc[0]:.3f}" for level in LEVELS))
+                    f"{hit[f'{level}_balanced_accuracy'].iloc[0]:.3f}" for level in LEVELS)
+                    + ("\n(no SR gain)" if no_gain else ""))
             table.add_row(format_lr(lr), *cells)
         console.print(table)
 

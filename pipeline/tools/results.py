@@ -16,10 +16,12 @@ from rich.table import Table
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import load_params
 from pipeline.io import read_json
+from pipeline.reporting.labels import NO_GAIN, input_label
 from pipeline.stats import caveats
 
 
-def results_table(reports: Path, backbones: list[str]) -> tuple[Table, list[str]]:
+def results_table(reports: Path, backbones: list[str],
+                  sr_better_than_bicubic: bool | None = None) -> tuple[Table, list[str]]:
     """The table, and one line per backbone whose figures are not findings (marked * in
     the table)."""
     table = Table(title="Held-out test split (patients never seen in training)")
@@ -35,7 +37,8 @@ def results_table(reports: Path, backbones: list[str]) -> tuple[Table, list[str]
         caveat = caveats(metrics)
         if caveat:
             notes.append(f"* {backbone}: {caveat}")
-        row = [backbone + (" *" if caveat else ""), str(metrics["input"])]
+        row = [backbone + (" *" if caveat else ""),
+               input_label(str(metrics["input"]), sr_better_than_bicubic)]
         for level in ("crop", "sample"):
             figures, half = metrics[level], metrics["at_0_5"][level]
             auc = f"{figures['auc']:.3f}"
@@ -68,8 +71,14 @@ def main() -> None:
     sr = read_json(args.reports / "sr" / "metrics.json")
     if sr:
         console.print(f"SR ({sr['generator']} generator): PSNR {sr['psnr']:.2f} dB against "
-                      f"bicubic {sr['psnr_bicubic']:.2f} dB on validation", highlight=False)
-    table, notes = results_table(args.reports, params.classifier.backbones)
+                      f"bicubic {sr['psnr_bicubic']:.2f} dB on validation"
+                      + (f"; gain {sr['sr_gain_db']:+.3f} dB on the {sr['sr_gain_pairs']} pairs"
+                         if "sr_gain_db" in sr else ""), highlight=False)
+        if sr.get("sr_better_than_bicubic") is False:
+            console.print(f"[bold yellow]{NO_GAIN}: SR does no better than bicubic here[/]",
+                          highlight=False)
+    table, notes = results_table(args.reports, params.classifier.backbones,
+                                 sr.get("sr_better_than_bicubic"))
     console.print(table)
     for note in notes:
         console.print(f"[bold yellow]{note}: not a finding[/]", highlight=False)
