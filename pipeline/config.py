@@ -189,8 +189,10 @@ class ClassifierParams:
     channels_last: bool
     compile: bool
     eval_batch_size: int
-    bootstrap: int
-    # youden (on the validation split, at crop and at sample level) or a fixed probability
+    bootstrap: int  # resamples of the validation groups behind the robust youden cut
+    permutations: int  # sign-flip permutations of a paired test (exact up to 14 groups)
+    seeds: int  # training runs per backbone, with seeds seed, seed + 1, ...
+    # youden (on the validation split, at crop and at group level) or a fixed probability
     threshold: float | str
 
     def validate(self) -> None:
@@ -211,6 +213,8 @@ class ClassifierParams:
         _check(self.precision in PRECISIONS, "classifier.precision", " | ".join(PRECISIONS))
         _check(0 <= self.label_smoothing < 1, "classifier.label_smoothing", "in [0, 1)")
         _check(self.bootstrap >= 100, "classifier.bootstrap", ">= 100 resamples")
+        _check(self.permutations >= 99, "classifier.permutations", ">= 99 permutations")
+        _check(self.seeds >= 1, "classifier.seeds", ">= 1 training run per backbone")
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,13 @@ def classifier_image_size(params: Params) -> int:
     """classifier.image_size, with auto meaning the size the input arrives at."""
     size = params.classifier.image_size
     return arrival_size(params) if size == "auto" else int(size)
+
+
+def seed_runs(params: Params) -> list[tuple[int, str]]:
+    """(training seed, model file) of each of a backbone's classifier.seeds runs; the first
+    seed's model is model.pt, the one evaluated with intervals, explained and exported."""
+    return [(params.seed + k, "model.pt" if k == 0 else f"model_seed{params.seed + k}.pt")
+            for k in range(params.classifier.seeds)]
 
 
 def sr_storage_size(params: Params) -> int:

@@ -1,36 +1,57 @@
-"""Binary classification metrics at crop and sample level, with bootstrap intervals over samples.
+"""Binary classification statistics at crop and group level, with intervals and tests that
+hold at a few tens of groups.
 
-AUC is the area under the ROC curve of the scores; accuracy is the share of correct
-decisions at a threshold (chosen on the validation split by `choose_threshold`, or 0.5).
-The study used the two words interchangeably; here they are separate keys, always
-computed on the held-out test split. Every decision goes through `decide`.
+A *group* is one patient sample: every crop folder of one sample (`SD003_17_crops_r` and
+`SD003_17_crops2_r`, read by data.group_regex), the unit that is never split. Crops of one
+group are correlated, so every interval and test here treats the group as the unit:
 
-Every interval resamples samples (patients), never crops: crops of one sample are
-correlated, and resampling them as if independent gives intervals that are too narrow.
-The resampling is stratified by class (each class's samples drawn with replacement,
-its count kept), so no resample lacks a class and every resample is kept.
+* AUC at group level (a group's score is the mean of its crops' probabilities): the
+  Hanley-McNeil variance inverted as a score interval (Newcombe 2006), which keeps its
+  coverage near the ends of [0, 1] and gives a one-sided bound [low, 1] at perfect
+  separation, where a bootstrap or a Wald interval collapses to a point;
+* AUC at crop level: DeLong's variance with the structural components summed per group
+  (Obuchowski 1997), on the logit scale with a t quantile on min(groups) - 1 degrees of
+  freedom; where it is not estimable (AUC 0 or 1), the group-level score bound;
+* proportions (sensitivity, specificity, accuracy): Wilson intervals, at crop level on the
+  effective number of crops that the between-group variance leaves; balanced accuracy by
+  MOVER (Zou & Donner 2008) from its two Wilson intervals;
+* paired comparisons: sign-flip permutation of the two models' scores group by group (exact
+  up to 2**14 groups' flips, else Monte Carlo), Holm-adjusted across a table's comparisons.
+
+`tests/test_intervals.py` checks coverage and false-positive rates by simulation. Where no
+interval exists the bounds are None ("not estimable"), never a zero-width point.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
 from scipy.stats import norm, rankdata
+from scipy.stats import t as student_t
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+LEVELS = ("crop", "group")
+THRESHOLDED = ("accuracy", "balanced_accuracy", "sensitivity", "specificity")
+ALPHA = 0.05
 
 
 class Interval(NamedTuple):
-    """A percentile bootstrap interval and the number of resamples it rests on."""
+    """A 95% interval; low and high are None where it is not estimable."""
 
-    low: float
-    high: float
-    resamples: int
+    low: float | None
+    high: float | None
+    method: str
 
 
-class SampleMismatchError(ValueError):
-    """Two prediction sets that should be paired cover different test samples."""
+NOT_ESTIMABLE = Interval(None, None, "not estimable")
+
+
+class GroupMismatchError(ValueError):
+    """Two prediction sets that should be paired cover different test groups or crops."""
 
 
 def decide(prob: np.ndarray | float, threshold: float = 0.5) -> np.ndarray:
@@ -43,45 +64,90 @@ def decide(prob: np.ndarray | float, threshold: float = 0.5) -> np.ndarray:
     return (np.asarray(prob, dtype=np.float64) >= threshold).astype(int)
 
 
+# ---------------------------------------------------------------- thresholds
 def youden_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> float:
-    """The threshold that maximises Youden's J = sensitivity + specificity - 1.
+    """The cut that maximises Youden's J = sensitivity + specificity - 1.
 
-    The candidates are the cuts between consecutive distinct scores; each is placed
-    halfway between the lowest score called positive and the next lower score, so a new
-    case scoring between the two classes' validation scores is not decided by which side
-    happened to be the boundary. Among equal J the cut nearest 0.5 wins (no evidence to
-    move away from the default), and the cut leaves 0.5 only for J > 0: with one class
-    only, one distinct score (a collapsed model) or scores that rank the classes the wrong
-    way round, 0.5 is returned.
+    J is constant between consecutive distinct scores, so the optimal cuts form intervals
+    (a, b]; the cut is 0.5 where an optimal interval holds it (no evidence to move from the
+    default), else the middle of the optimal interval nearest 0.5, so that a new case
+    scoring between the two classes' validation scores is not decided by which one
+    happened to be the boundary. With one class only, one distinct score (a collapsed
+    model) or scores that rank the classes the wrong way round (J <= 0), 0.5.
     """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(prob_positive, float)
     if not np.all(np.isfinite(scores)):
         raise ValueError("validation probabilities that are not finite (NaN or inf): the "
                          "model's outputs are broken; no threshold can be chosen")
-    positives, negatives = int(labels.sum()), int((1 - labels).sum())
-    if positives == 0 or negatives == 0:
+    pos, neg = np.sort(scores[labels == 1]), np.sort(scores[labels == 0])
+    if len(pos) == 0 or len(neg) == 0:
         return 0.5
-    distinct = np.unique(scores)[::-1]  # descending
-    best_j, best_cut = 0.0, 0.5
-    for index, score in enumerate(distinct):
-        lower = distinct[index + 1] if index + 1 < len(distinct) else None
-        cut = float(score if lower is None else (score + lower) / 2)
-        called = scores >= cut
-        j = called[labels == 1].mean() + (~called)[labels == 0].mean() - 1
-        if j > best_j + 1e-12 or (abs(j - best_j) <= 1e-12
-                                  and abs(cut - 0.5) < abs(best_cut - 0.5)):
-            best_j, best_cut = j, cut
-    return best_cut
+    distinct = np.unique(scores)
+    # a cut in (distinct[i-1], distinct[i]] calls every score >= distinct[i] positive
+    j = (1 - np.searchsorted(pos, distinct, "left") / len(pos)
+         + np.searchsorted(neg, distinct, "left") / len(neg) - 1)
+    if j.max() <= 1e-12:
+        return 0.5
+    optimal = np.flatnonzero(j >= j.max() - 1e-12)
+    lows = np.where(optimal > 0, distinct[np.maximum(optimal - 1, 0)], -np.inf)
+    highs = distinct[optimal]
+    if np.any((lows < 0.5) & (0.5 <= highs)):
+        return 0.5
+    distance = np.where(highs < 0.5, 0.5 - highs, lows - 0.5)
+    nearest = int(np.argmin(distance))
+    low, high = lows[nearest], highs[nearest]
+    return float(high if not np.isfinite(low) else (low + high) / 2)
 
 
-def choose_threshold(rule: str | float, labels: np.ndarray, prob_positive: np.ndarray) -> float:
-    """classifier.threshold applied to validation scores: `youden`, or a fixed number."""
+def robust_threshold(labels: np.ndarray, prob_positive: np.ndarray, groups: np.ndarray,
+                     resamples: int, seed: int) -> dict[str, float]:
+    """{cut, low, high}: the median of youden_threshold over bootstrap resamples of the
+    validation groups (each class's groups drawn with replacement, every crop of a drawn
+    group coming along), and the 5-95% range of those cuts. One Youden cut on a few
+    validation groups moves with every group; the median does not follow one group."""
+    frame = pd.DataFrame({"label": np.asarray(labels).astype(int),
+                          "prob": np.asarray(prob_positive, float), "group": groups})
+    by_group = {g: part for g, part in frame.groupby("group", sort=True)}
+    group_labels = np.array([part["label"].iloc[0] for part in by_group.values()])
+    if len(np.unique(group_labels)) < 2:
+        cut = youden_threshold(frame["label"], frame["prob"])
+        return {"cut": cut, "low": cut, "high": cut}
+    draws, _ = stratified_group_draws(group_labels, resamples, seed)
+    names = list(by_group)
+    cuts = []
+    for draw in draws:
+        drawn = pd.concat([by_group[names[i]] for i in draw])
+        cuts.append(youden_threshold(drawn["label"].to_numpy(), drawn["prob"].to_numpy()))
+    low, cut, high = np.quantile(cuts, [0.05, 0.5, 0.95])
+    return {"cut": float(cut), "low": float(low), "high": float(high)}
+
+
+def choose_threshold(rule: str | float, labels: np.ndarray, prob_positive: np.ndarray,
+                     groups: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
+    """classifier.threshold applied to validation scores: {cut, low, high}."""
     if rule == "youden":
-        return youden_threshold(labels, prob_positive)
-    return float(rule)
+        return robust_threshold(labels, prob_positive, groups, resamples, seed)
+    return {"cut": float(rule), "low": float(rule), "high": float(rule)}
 
 
+def stratified_group_draws(group_labels: np.ndarray, resamples: int,
+                           seed: int) -> tuple[np.ndarray, int]:
+    """(resamples, n_groups) indices into the groups, negatives in the first columns, and
+    how many columns are negatives: each class's groups drawn with replacement in their own
+    number, so every resample has both classes and the data's class balance."""
+    group_labels = np.asarray(group_labels).astype(int)
+    negatives, positives = np.flatnonzero(group_labels == 0), np.flatnonzero(group_labels == 1)
+    if len(negatives) == 0 or len(positives) == 0:
+        raise ValueError(f"a resample of groups needs groups of both classes; got "
+                         f"{len(positives)} positive and {len(negatives)} negative groups")
+    rng = np.random.default_rng(seed)
+    draws = np.concatenate([rng.choice(negatives, (resamples, len(negatives))),
+                            rng.choice(positives, (resamples, len(positives)))], axis=1)
+    return draws, len(negatives)
+
+
+# ---------------------------------------------------------------- point figures
 def expected_calibration_error(labels: np.ndarray, prob_positive: np.ndarray,
                                bins: int = 10) -> float:
     """ECE over `bins` equal-width bins of the confidence max(p, 1 - p)."""
@@ -101,6 +167,7 @@ def binary_metrics(labels: np.ndarray, prob_positive: np.ndarray,
                    threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, balanced accuracy, sensitivity, specificity, precision, F1, AUC, ECE."""
     labels = np.asarray(labels).astype(int)
+    prob_positive = np.asarray(prob_positive, dtype=np.float64)
     predicted = decide(prob_positive, threshold)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     sensitivity = tp / (tp + fn) if tp + fn else float("nan")
@@ -112,152 +179,225 @@ def binary_metrics(labels: np.ndarray, prob_positive: np.ndarray,
             "balanced_accuracy": float((sensitivity + specificity) / 2),
             "sensitivity": float(sensitivity), "specificity": float(specificity),
             "precision": float(precision), "f1": float(f1), "auc": float(auc),
-            "ece": expected_calibration_error(labels, np.asarray(prob_positive)),
+            "ece": expected_calibration_error(labels, prob_positive),
             "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn), "n": int(len(labels))}
 
 
-def aggregate_samples(crops: pd.DataFrame, prob_column: str = "prob") -> pd.DataFrame:
-    """One row per sample (group): its crop count and the mean of its crops' probabilities,
-    the one aggregation evaluate and predict share."""
-    grouped = crops.groupby("group", sort=True)[prob_column]
+def aggregate_groups(crops: pd.DataFrame, prob_column: str = "prob") -> pd.DataFrame:
+    """One row per group: its crop count and the mean of its crops' probabilities, in
+    float64 (a float32 mean ties groups that float64 tells apart, and moves the AUC)."""
+    grouped = crops.assign(**{prob_column: crops[prob_column].astype(np.float64)}).groupby(
+        "group", sort=True)[prob_column]
     return pd.DataFrame({"group": list(grouped.groups), "n_crops": grouped.size().values,
                          "prob": grouped.mean().values})
 
 
-def sample_level(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample (group): label and the mean of its crops' probabilities."""
+def group_level(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: label and the mean of its crops' probabilities."""
     grouped = predictions.groupby("group", sort=True)
     if (grouped["label"].nunique() > 1).any():
-        raise ValueError("a sample has crops with different labels")
-    samples = aggregate_samples(predictions)
-    return pd.DataFrame({"group": samples["group"], "label": grouped["label"].first().values,
-                         "prob": samples["prob"]})
+        raise ValueError("a group has crops with different labels")
+    groups = aggregate_groups(predictions)
+    return pd.DataFrame({"group": groups["group"], "label": grouped["label"].first().values,
+                         "prob": groups["prob"]})
 
 
-# ---------------------------------------------------------------- bootstrap over samples
-def stratified_sample_draws(sample_labels: np.ndarray, resamples: int,
-                            seed: int) -> tuple[np.ndarray, int]:
-    """(resamples, n_samples) indices into the samples, and how many columns are negatives.
-
-    Each class's samples are drawn with replacement in their own number, negatives in the
-    first columns, so every resample has both classes and the class balance of the data.
-    scipy.stats.bootstrap resamples independent groups the same way but refuses a group
-    of one observation, which a small test split (one control sample) can have.
-    """
-    sample_labels = np.asarray(sample_labels).astype(int)
-    negatives, positives = np.flatnonzero(sample_labels == 0), np.flatnonzero(sample_labels == 1)
-    if len(negatives) == 0 or len(positives) == 0:
-        raise ValueError(f"a bootstrap over samples needs samples of both classes; got "
-                         f"{len(positives)} positive and {len(negatives)} negative samples")
-    rng = np.random.default_rng(seed)
-    draws = np.concatenate([rng.choice(negatives, (resamples, len(negatives))),
-                            rng.choice(positives, (resamples, len(positives)))], axis=1)
-    return draws, len(negatives)
+def at_level(predictions: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The rows a figure at `level` is computed from: crops, or groups (mean probability)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
+    return predictions if level == "crop" else group_level(predictions)
 
 
-def _auc_from_ranks(scores: np.ndarray, negatives: int) -> np.ndarray:
-    """AUC of each row of `scores` whose first `negatives` columns are the negatives
-    (Mann-Whitney U from midranks, so ties count one half, as in roc_auc_score)."""
-    ranks = rankdata(scores, axis=-1)
-    positives = scores.shape[-1] - negatives
-    return ((ranks[..., negatives:].sum(axis=-1) - positives * (positives + 1) / 2)
-            / (positives * negatives))
+def level_auc(predictions: pd.DataFrame, level: str) -> float:
+    """The AUC at `level`, in float64: the one computation every table and figure reads."""
+    rows = at_level(predictions, level)
+    labels = rows["label"].to_numpy().astype(int)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, rows["prob"].to_numpy(dtype=np.float64)))
 
 
-def _percentile_interval(values: np.ndarray, alpha: float) -> Interval:
-    values = np.asarray(values, float)
-    kept = values[np.isfinite(values)]
-    if kept.size == 0:
-        raise ValueError("no bootstrap resample gave a finite value")
-    low, high = np.quantile(kept, [alpha / 2, 1 - alpha / 2])
-    return Interval(float(low), float(high), int(kept.size))
+def roc_points(labels: np.ndarray, prob_positive: np.ndarray) -> list[dict[str, float]]:
+    fpr, tpr, thresholds = roc_curve(labels, np.asarray(prob_positive, dtype=np.float64))
+    thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first; JSON cannot hold it
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(th)}
+            for f, t, th in zip(fpr, tpr, thresholds)]
 
 
-THRESHOLDED = ("accuracy", "balanced_accuracy", "sensitivity", "specificity")
+# ---------------------------------------------------------------- intervals
+def _checked(interval: Interval) -> Interval:
+    """An interval of zero width claims what no finite sample shows: not estimable."""
+    if interval.low is None or interval.high is None or interval.high - interval.low < 1e-12:
+        return NOT_ESTIMABLE
+    return interval
 
 
-def bootstrap_metric_interval(predictions: pd.DataFrame, level: str, metric: str,
-                              resamples: int, seed: int, alpha: float = 0.05,
-                              threshold: float = 0.5) -> Interval:
-    """Percentile interval of `metric` (auc or a thresholded one) at crop or sample level.
-
-    The resampling unit is the sample at both levels, stratified by class; at crop level
-    every crop of a drawn sample comes along, so a sample's crops stay together.
-    """
-    if level not in ("crop", "sample"):
-        raise ValueError(f"level must be crop or sample, not {level!r}")
-    if metric != "auc" and metric not in THRESHOLDED:
-        raise ValueError(f"no bootstrap for {metric!r}; one of auc, {', '.join(THRESHOLDED)}")
-    samples = sample_level(predictions)
-    draws, negatives = stratified_sample_draws(samples["label"].to_numpy(), resamples, seed)
-    if metric == "auc":
-        if level == "sample":
-            values = _auc_from_ranks(samples["prob"].to_numpy()[draws], negatives)
-        else:
-            values = _crop_auc_per_draw(predictions, samples["group"], draws, negatives)
-        return _percentile_interval(values, alpha)
-    # Thresholded metrics only need, per sample, how many of its units (its crops, or the
-    # sample itself) were decided correctly: sums over the drawn samples give each resample.
-    if level == "sample":
-        correct = (decide(samples["prob"], threshold) == samples["label"]).to_numpy()
-        units = np.ones(len(samples))
-    else:
-        decided = predictions.assign(correct=decide(predictions["prob"], threshold)
-                                     == predictions["label"])
-        per_sample = decided.groupby("group", sort=True)["correct"].agg(["sum", "size"])
-        per_sample = per_sample.loc[samples["group"]]
-        correct, units = per_sample["sum"].to_numpy(float), per_sample["size"].to_numpy(float)
-    correct_drawn, units_drawn = correct[draws], units[draws]
-    specificity = (correct_drawn[:, :negatives].sum(1) / units_drawn[:, :negatives].sum(1))
-    sensitivity = (correct_drawn[:, negatives:].sum(1) / units_drawn[:, negatives:].sum(1))
-    values = {"sensitivity": sensitivity, "specificity": specificity,
-              "balanced_accuracy": (sensitivity + specificity) / 2,
-              "accuracy": correct_drawn.sum(1) / units_drawn.sum(1)}[metric]
-    return _percentile_interval(values, alpha)
+def hanley_mcneil_variance(auc: float, n_negative: int, n_positive: int) -> float:
+    """Var(AUC) by Hanley & McNeil (1982), evaluated at `auc`."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    return (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc)
+            + (n_negative - 1) * (q2 - auc * auc)) / (n_negative * n_positive)
 
 
-def _crop_auc_per_draw(predictions: pd.DataFrame, groups: pd.Series, draws: np.ndarray,
-                       negatives: int) -> np.ndarray:
-    rows_of = predictions.groupby("group", sort=True).indices
-    probs = predictions["prob"].to_numpy()
-    crops_of = [probs[rows_of[g]] for g in groups]
-    values = np.empty(len(draws))
-    for index, draw in enumerate(draws):
-        negative = np.concatenate([crops_of[s] for s in draw[:negatives]])
-        positive = np.concatenate([crops_of[s] for s in draw[negatives:]])
-        values[index] = _auc_from_ranks(np.concatenate([negative, positive]), len(negative))
-    return values
+def auc_score_interval(auc: float, n_negative: int, n_positive: int,
+                       alpha: float = ALPHA) -> Interval:
+    """All theta whose Hanley-McNeil variance puts the observed AUC within z standard
+    errors (the score method, Newcombe 2006): defined at AUC 0 and 1, never a point."""
+    if not np.isfinite(auc) or n_negative < 1 or n_positive < 1:
+        return NOT_ESTIMABLE
+    z = norm.ppf(1 - alpha / 2)
+
+    def gap(theta: float) -> float:
+        return (auc - theta) ** 2 - z * z * hanley_mcneil_variance(theta, n_negative, n_positive)
+
+    eps = 1e-9
+    low = 0.0 if auc <= eps or gap(eps) <= 0 else brentq(gap, eps, auc - eps)
+    high = 1.0 if auc >= 1 - eps or gap(1 - eps) <= 0 else brentq(gap, auc + eps, 1 - eps)
+    side = "one-sided bound, " if auc in (0.0, 1.0) else ""
+    return _checked(Interval(float(low), float(high), f"{side}Hanley-McNeil score"))
 
 
-def bootstrap_auc_interval(predictions: pd.DataFrame, level: str, resamples: int, seed: int,
-                           alpha: float = 0.05) -> Interval:
-    """Percentile interval of AUC, resampling samples (stratified by class)."""
-    return bootstrap_metric_interval(predictions, level, "auc", resamples, seed, alpha)
+def _structural_components(predictions: pd.DataFrame, score_column: str = "prob"
+                           ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(AUC, per-positive-group V10 sums, per-negative-group V01 sums, crops per positive
+    group, crops per negative group): DeLong's placement values summed over each group's
+    crops (Obuchowski 1997)."""
+    labels = predictions["label"].to_numpy().astype(int)
+    scores = predictions[score_column].to_numpy(dtype=np.float64)
+    groups = predictions["group"].to_numpy()
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    ranks_all = rankdata(np.concatenate([pos, neg]))
+    placement_pos = (ranks_all[:len(pos)] - rankdata(pos)) / len(neg)   # share of negatives below
+    placement_neg = 1 - (ranks_all[len(pos):] - rankdata(neg)) / len(pos)
+    auc = float(placement_pos.mean())
+    v10 = pd.Series(placement_pos).groupby(groups[labels == 1]).agg(["sum", "size"])
+    v01 = pd.Series(placement_neg).groupby(groups[labels == 0]).agg(["sum", "size"])
+    return (auc, v10["sum"].to_numpy(), v01["sum"].to_numpy(), v10["size"].to_numpy(),
+            v01["size"].to_numpy())
 
 
-LEVELS = ("crop", "sample")
+def clustered_auc_variance(predictions: pd.DataFrame) -> tuple[float, float, int, int]:
+    """(crop AUC, its variance with crops clustered in groups, positive groups, negative
+    groups): Obuchowski's (1997) clustered DeLong variance."""
+    auc, v10, v01, m, n = _structural_components(predictions)
+    groups_pos, groups_neg = len(v10), len(v01)
+    if groups_pos < 2 or groups_neg < 2:
+        return auc, float("nan"), groups_pos, groups_neg
+    s10 = groups_pos / ((groups_pos - 1) * m.sum()) * ((v10 - m * auc) ** 2).sum()
+    s01 = groups_neg / ((groups_neg - 1) * n.sum()) * ((v01 - n * auc) ** 2).sum()
+    return auc, float(s10 / m.sum() + s01 / n.sum()), groups_pos, groups_neg
 
 
-def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int,
-                      thresholds: dict[str, float] | None = None) -> dict:
-    """{crop: {...}, sample: {...}, at_0_5: {crop: {...}, sample: {...}}}.
+def crop_auc_interval(predictions: pd.DataFrame, alpha: float = ALPHA) -> Interval:
+    """Crop-level AUC interval with crops clustered in groups: clustered DeLong on the logit
+    scale, t quantile on min(groups) - 1 degrees of freedom; at AUC 0 or 1 (no variance)
+    the group-level score bound, which counts each group once."""
+    auc, variance, groups_pos, groups_neg = clustered_auc_variance(predictions)
+    if not (0 < auc < 1) or not np.isfinite(variance) or variance <= 0:
+        bound = auc_score_interval(auc, groups_neg, groups_pos, alpha)
+        return bound._replace(method=f"{bound.method} over groups")
+    logit, se = np.log(auc / (1 - auc)), np.sqrt(variance) / (auc * (1 - auc))
+    q = student_t.ppf(1 - alpha / 2, min(groups_pos, groups_neg) - 1)
+    low, high = (1 / (1 + np.exp(-(logit + sign * q * se))) for sign in (-1, 1))
+    return _checked(Interval(float(low), float(high), "clustered DeLong, logit, t"))
 
-    Each level's metrics are taken at its threshold (`thresholds[level]`, default 0.5) with
-    AUC and balanced-accuracy 95% intervals from a bootstrap over samples (stratified by
-    class); `at_0_5` repeats the thresholded figures at 0.5 for comparison.
+
+def wilson_interval(successes: float, n: float, alpha: float = ALPHA,
+                    z: float | None = None) -> Interval:
+    """Wilson's score interval for a proportion (n may be an effective, non-integer n; `z`
+    a wider quantile than the normal one)."""
+    if n <= 0:
+        return NOT_ESTIMABLE
+    z = norm.ppf(1 - alpha / 2) if z is None else z
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return _checked(Interval(float(max(0.0, centre - half)), float(min(1.0, centre + half)),
+                             "Wilson"))
+
+
+def clustered_proportion_interval(correct: np.ndarray, units: np.ndarray,
+                                  alpha: float = ALPHA) -> Interval:
+    """Wilson interval of sum(correct) / sum(units) over groups, at the effective number of
+    units the between-group variance leaves (n / design effect; never more than n, never
+    fewer than the number of groups), with a t quantile on groups - 1 degrees of freedom
+    where the groups carry the variance (few groups estimate it loosely)."""
+    correct, units = np.asarray(correct, float), np.asarray(units, float)
+    total, groups = units.sum(), len(units)
+    if groups == 0 or total == 0:
+        return NOT_ESTIMABLE
+    p = correct.sum() / total
+    effective = total
+    if groups > 1 and 0 < p < 1:
+        # ratio-estimator variance of p from the groups' totals (cluster-robust)
+        variance = groups / (groups - 1) * (((correct - p * units) ** 2).sum()) / total ** 2
+        if variance > 0:
+            effective = float(np.clip(p * (1 - p) / variance, groups, total))
+    clustered = effective < total
+    z = student_t.ppf(1 - alpha / 2, groups - 1) if clustered else None
+    interval = wilson_interval(p * effective, effective, alpha, z)
+    method = "Wilson, clustered effective n, t" if clustered else "Wilson"
+    return interval._replace(method=method) if interval.low is not None else interval
+
+
+def mover_mean(first: tuple[float, Interval], second: tuple[float, Interval]) -> Interval:
+    """Interval of (a + b) / 2 from intervals of a and b (MOVER, Zou & Donner 2008)."""
+    (a, ia), (b, ib) = first, second
+    if None in (ia.low, ia.high, ib.low, ib.high):
+        return NOT_ESTIMABLE
+    centre = (a + b) / 2
+    low = centre - np.sqrt((a - ia.low) ** 2 + (b - ib.low) ** 2) / 2
+    high = centre + np.sqrt((ia.high - a) ** 2 + (ib.high - b) ** 2) / 2
+    return _checked(Interval(float(low), float(high), f"MOVER of {ia.method}"))
+
+
+def thresholded_intervals(predictions: pd.DataFrame, level: str,
+                          threshold: float) -> dict[str, Interval]:
+    """Intervals of sensitivity, specificity, accuracy and balanced accuracy at `level`,
+    the group being the unit (at crop level through the clustered Wilson interval)."""
+    rows = at_level(predictions, level).assign(
+        correct=lambda f: decide(f["prob"], threshold) == f["label"])
+    per_group = rows.groupby("group", sort=True).agg(
+        correct=("correct", "sum"), units=("correct", "size"), label=("label", "first"))
+    out, points = {}, {}
+    for name, label in (("specificity", 0), ("sensitivity", 1)):
+        part = per_group[per_group["label"] == label]
+        out[name] = clustered_proportion_interval(part["correct"], part["units"])
+        points[name] = part["correct"].sum() / max(part["units"].sum(), 1)
+    out["accuracy"] = clustered_proportion_interval(per_group["correct"], per_group["units"])
+    out["balanced_accuracy"] = mover_mean((points["sensitivity"], out["sensitivity"]),
+                                          (points["specificity"], out["specificity"]))
+    return out
+
+
+def evaluation_report(predictions: pd.DataFrame, thresholds: dict[str, float] | None = None
+                      ) -> dict:
+    """{crop: {...}, group: {...}, at_0_5: {crop: {...}, group: {...}}}.
+
+    Each level's figures are taken at its threshold (`thresholds[level]`, default 0.5),
+    with 95% intervals (`<figure>_ci_low`, `_ci_high`, `_ci_method`; None where not
+    estimable) for AUC, sensitivity, specificity, accuracy and balanced accuracy; `at_0_5`
+    repeats the thresholded figures at 0.5 for comparison.
     """
     thresholds = thresholds or {}
     report, at_half = {}, {}
-    samples = sample_level(predictions)
-    for level, frame in (("crop", predictions), ("sample", samples)):
-        labels, probs = frame["label"].to_numpy(), frame["prob"].to_numpy()
+    for level in LEVELS:
+        rows = at_level(predictions, level)
+        labels, probs = rows["label"].to_numpy(), rows["prob"].to_numpy(dtype=np.float64)
         threshold = float(thresholds.get(level, 0.5))
         metrics = binary_metrics(labels, probs, threshold)
-        for metric in ("auc", "balanced_accuracy"):
-            low, high, kept = bootstrap_metric_interval(predictions, level, metric, resamples,
-                                                        seed, threshold=threshold)
-            metrics[f"{metric}_ci_low"], metrics[f"{metric}_ci_high"] = low, high
-            metrics[f"{metric}_ci_resamples"] = kept
+        metrics["auc"] = level_auc(predictions, level)
+        groups = group_level(predictions)["label"].value_counts()
+        metrics["groups_negative"] = int(groups.get(0, 0))
+        metrics["groups_positive"] = int(groups.get(1, 0))
+        intervals = {"auc": (crop_auc_interval(predictions) if level == "crop" else
+                             auc_score_interval(metrics["auc"], metrics["groups_negative"],
+                                                metrics["groups_positive"]))}
+        intervals |= thresholded_intervals(predictions, level, threshold)
+        for name, interval in intervals.items():
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = interval.low, interval.high
+            metrics[f"{name}_ci_method"] = interval.method
         report[level] = metrics
         half = binary_metrics(labels, probs, 0.5)
         at_half[level] = {key: half[key] for key in THRESHOLDED}
@@ -267,93 +407,119 @@ def evaluation_report(predictions: pd.DataFrame, resamples: int, seed: int,
 
 def caveats(evaluation: dict) -> str:
     """What keeps an evaluate metrics.json from being a finding, in words ('' if nothing):
-    a collapsed model, or too few test samples of a class for sample-level figures."""
+    a collapsed model, or too few test groups of a class for group-level figures."""
     notes = []
     if evaluation.get("collapsed"):
         notes.append("collapsed")
-    if evaluation.get("sample_level_estimable") is False:
-        notes.append("sample level not estimable")
+    if evaluation.get("group_level_estimable") is False:
+        notes.append("group level not estimable")
     return ", ".join(notes)
 
 
-def roc_points(labels: np.ndarray, prob_positive: np.ndarray) -> list[dict[str, float]]:
-    fpr, tpr, thresholds = roc_curve(labels, prob_positive)
-    thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first; JSON cannot hold it
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(th)}
-            for f, t, th in zip(fpr, tpr, thresholds)]
-
-
 # ---------------------------------------------------------------- paired comparisons
-def delong_test(labels: np.ndarray, scores_a: np.ndarray,
-                scores_b: np.ndarray) -> dict[str, float | None]:
-    """DeLong's test for two correlated ROC AUCs on the same cases (DeLong et al. 1988).
-
-    Uses the midrank formulation of Sun & Xu (2014). Returns both AUCs, their difference,
-    its standard error, z and the two-sided p-value. Where the estimated variance of the
-    difference is zero (both scorers perfect, or both constant) the test has nothing to
-    stand on: z and p_value are None ("not estimable"), not p = 1.
-    """
-    labels = np.asarray(labels).astype(int)
-    positives, negatives = labels == 1, labels == 0
-    m, n = int(positives.sum()), int(negatives.sum())
-    if m < 2 or n < 2:
-        raise ValueError(f"DeLong's test needs at least two cases of each class "
-                         f"(got {m} positive, {n} negative)")
-    aucs, v10, v01 = [], [], []
-    for scores in (np.asarray(scores_a, float), np.asarray(scores_b, float)):
-        pos, neg = scores[positives], scores[negatives]
-        all_ranks = rankdata(np.concatenate([pos, neg]))  # midranks: ties share their mean
-        pos_ranks, neg_ranks = rankdata(pos), rankdata(neg)
-        aucs.append((all_ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((all_ranks[:m] - pos_ranks) / n)        # structural components, positives
-        v01.append(1 - (all_ranks[m:] - neg_ranks) / m)    # and negatives
-    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
-    covariance = s10 / m + s01 / n
-    variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
-    difference = float(aucs[0] - aucs[1])
-    z = p = None
-    if variance > 1e-15:  # below this it is rounding error of an exact zero
-        z = float(difference / np.sqrt(variance))
-        p = float(2 * norm.sf(abs(z)))
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "difference": difference,
-            "se": float(np.sqrt(max(variance, 0.0))), "z": z, "p_value": p}
+def paired_frames(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame) -> pd.DataFrame:
+    """crop_id, group, label, prob_a, prob_b on the crops both cover; GroupMismatchError
+    when the two cover different crops or place or label one differently."""
+    keys = ["crop_id", "group", "label"]
+    left = predictions_a.sort_values("crop_id").reset_index(drop=True)
+    right = predictions_b.sort_values("crop_id").reset_index(drop=True)
+    if len(left) != len(right) or not left[keys].equals(right[keys]):
+        only_a = sorted(set(left["crop_id"]) - set(right["crop_id"]))
+        only_b = sorted(set(right["crop_id"]) - set(left["crop_id"]))
+        detail = (f"{len(only_a)} crops only in the first, {len(only_b)} only in the second"
+                  if only_a or only_b else "the same crops in other groups or classes")
+        raise GroupMismatchError(f"different test crops ({detail})")
+    return left[keys].assign(prob_a=left["prob"].astype(np.float64),
+                             prob_b=right["prob"].astype(np.float64))
 
 
-def paired_bootstrap_auc_difference(labels: np.ndarray, scores_a: np.ndarray,
-                                    scores_b: np.ndarray, resamples: int, seed: int,
-                                    alpha: float = 0.05) -> Interval:
-    """Percentile interval of AUC(a) - AUC(b), the same resampled cases for both.
-
-    Each row is one sample (see sample_level); rows are drawn stratified by class.
-    """
-    draws, negatives = stratified_sample_draws(labels, resamples, seed)  # negatives first
-    a = _auc_from_ranks(np.asarray(scores_a, float)[draws], negatives)
-    b = _auc_from_ranks(np.asarray(scores_b, float)[draws], negatives)
-    return _percentile_interval(a - b, alpha)
+def _flip_masks(groups: int, permutations: int, seed: int) -> np.ndarray:
+    """(P, groups) booleans: every sign pattern when 2**groups <= 16384, else P random ones
+    (the first row is always the observed, unflipped pattern)."""
+    if 2 ** groups <= 16384:
+        return np.array(list(itertools.product([False, True], repeat=groups)), dtype=bool)
+    rng = np.random.default_rng(seed)
+    flips = rng.random((permutations, groups)) < 0.5
+    flips[0] = False
+    return flips
 
 
-def paired_sample_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
-                             resamples: int, seed: int) -> dict:
-    """Sample-level AUC of a against b on the same test samples: DeLong and paired bootstrap.
+def _aucs_under_flips(labels: np.ndarray, a: np.ndarray, b: np.ndarray, group_index: np.ndarray,
+                      flips: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """AUC(a') - AUC(b') for each flip pattern, where a flipped group swaps its a and b
+    (in chunks of patterns: bounded memory for thousands of crops)."""
+    order = np.argsort(labels == 0, kind="stable")  # positives first
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    a, b, group_index = a[order], b[order], group_index[order]
 
-    Raises SampleMismatchError when the two cover different samples (or label one
-    differently), and ValueError when a class has fewer than two samples.
-    """
-    left = sample_level(predictions_a).set_index("group").sort_index()
-    right = sample_level(predictions_b).set_index("group").sort_index()
-    if not left.index.equals(right.index):
-        only_a = sorted(set(left.index) - set(right.index))
-        only_b = sorted(set(right.index) - set(left.index))
-        raise SampleMismatchError(f"different test samples ({len(only_a)} only in the first, "
-                                  f"{len(only_b)} only in the second, e.g. "
-                                  f"{(only_a + only_b)[:3]})")
-    if not (left["label"] == right["label"]).all():
-        raise SampleMismatchError("the same test samples carry different labels")
-    labels = left["label"].to_numpy()
-    test = delong_test(labels, left["prob"].to_numpy(), right["prob"].to_numpy())
-    interval = paired_bootstrap_auc_difference(labels, left["prob"].to_numpy(),
-                                               right["prob"].to_numpy(), resamples, seed)
-    return {"samples": len(labels), "auc_a": test["auc_a"], "auc_b": test["auc_b"],
-            "auc_difference": test["difference"], "difference_ci_low": interval.low,
-            "difference_ci_high": interval.high, "bootstrap_resamples": interval.resamples,
-            "delong_se": test["se"], "delong_z": test["z"], "delong_p_value": test["p_value"]}
+    def auc(rows: np.ndarray) -> np.ndarray:
+        ranks = rankdata(rows, axis=1)
+        return (ranks[:, :positives].sum(1) - positives * (positives + 1) / 2) / (
+            positives * negatives)
+
+    out = []
+    for first in range(0, len(flips), chunk):
+        swapped = flips[first:first + chunk][:, group_index]
+        out.append(auc(np.where(swapped, b, a)) - auc(np.where(swapped, a, b)))
+    return np.concatenate(out)
+
+
+def paired_permutation_test(paired: pd.DataFrame, level: str, permutations: int,
+                            seed: int) -> dict:
+    """AUC(a) - AUC(b) at `level` and its two-sided p-value from a sign-flip permutation
+    over groups: under 'a and b score alike', swapping the two models' scores for all
+    crops of a group leaves the distribution of the difference unchanged."""
+    if level == "group":
+        grouped = paired.groupby("group", sort=True)
+        paired = pd.DataFrame({"group": list(grouped.groups),
+                               "label": grouped["label"].first().values,
+                               "prob_a": grouped["prob_a"].mean().values,
+                               "prob_b": grouped["prob_b"].mean().values})
+    labels = paired["label"].to_numpy().astype(int)
+    if labels.min() == labels.max():
+        raise ValueError("a paired test needs both classes")
+    codes, names = pd.factorize(paired["group"], sort=True)
+    flips = _flip_masks(len(names), permutations, seed)
+    differences = _aucs_under_flips(labels, paired["prob_a"].to_numpy(),
+                                    paired["prob_b"].to_numpy(), codes, flips)
+    observed = differences[0]
+    # exact enumeration includes the observed pattern; Monte Carlo counts it once (+1)
+    extreme = np.abs(differences) >= abs(observed) - 1e-12
+    p_value = extreme.mean() if 2 ** len(names) <= 16384 else \
+        (extreme[1:].sum() + 1) / len(differences)
+    return {"difference": float(observed), "p_value": float(p_value),
+            "permutations": int(len(differences)), "groups": int(len(names))}
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None stays None)."""
+    present = [(p, i) for i, p in enumerate(p_values) if p is not None and np.isfinite(p)]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running, m = 0.0, len(present)
+    for rank, (p, index) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
+                      permutations: int, seed: int) -> dict:
+    """Both levels of a against b on the same test crops: each AUC (as level_auc computes
+    it), their difference and its permutation p-value over groups (unadjusted; the table
+    adds Holm's adjustment across its comparisons). Raises GroupMismatchError when the
+    two cover different crops, ValueError when a class has fewer than two groups."""
+    paired = paired_frames(predictions_a, predictions_b)
+    groups = paired.groupby("group")["label"].first().value_counts()
+    if groups.get(0, 0) < 2 or groups.get(1, 0) < 2:
+        raise ValueError(f"a paired test needs two groups of each class (got "
+                         f"{groups.get(1, 0)} positive, {groups.get(0, 0)} negative)")
+    row = {"groups": int(paired["group"].nunique()), "crops": len(paired)}
+    for level in LEVELS:
+        test = paired_permutation_test(paired, level, permutations, seed)
+        a = level_auc(paired.rename(columns={"prob_a": "prob"}), level)
+        b = level_auc(paired.rename(columns={"prob_b": "prob"}), level)
+        row |= {f"{level}_auc_a": a, f"{level}_auc_b": b, f"{level}_difference": a - b,
+                f"{level}_p_value": test["p_value"]}
+    row["permutations"] = test["permutations"]
+    return row

@@ -31,7 +31,8 @@ def tiny_overrides() -> dict:
                "checkpoint_every": 2, "infer_batch": 4},
         "augment": {"copies": 1},
         "classifier": {"backbones": ["mobilenet_v3_small"], "image_size": 32,
-                       "eval_batch_size": 16, "bootstrap": 100, "precision": "fp32"},
+                       "eval_batch_size": 16, "bootstrap": 100, "permutations": 199,
+                       "seeds": 1, "precision": "fp32"},
     }
 
 

@@ -7,6 +7,7 @@ A queued run has no metrics; a failed one has error {msg: "Experiment run failed
 the workspace's metrics from when it was queued, which must not be read as its own.
 """
 
+import copy
 import json
 import subprocess
 import sys
@@ -14,23 +15,25 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import roc_auc_score
 
 from pipeline.reporting import ablation, experiments, html
 from pipeline.reporting.experiments import collect_experiments, grid_table
 from pipeline.stages import report as report_stage
+from pipeline.stats import GroupMismatchError, paired_comparison
 from pipeline.tools import ablation as ablation_tool
 from pipeline.tools import experiments_page
 from pipeline.tools.grid import print_grid
-from tests.conftest import write_params
+from tests.conftest import REPO, write_params
 
 DEMO = {"raw_dir": "data/demo_raw", "acquire_downsample": 0}
 REAL = {"raw_dir": "/data/tdp43", "acquire_downsample": 4}
-LABELS = {f"S{i:02d}": int(i >= 5) for i in range(12)}  # 5 controls, 7 ALS samples
+LABELS = {f"S{i:02d}": int(i >= 5) for i in range(12)}  # 5 control, 7 ALS groups
 
 
 def predictions(strength: float, seed: int, groups=LABELS, noise: float = 0.3) -> pd.DataFrame:
-    """Three crops per sample; the noise is per sample, as a patient's crops resemble."""
+    """Three crops per group; the noise is per group, as a patient's crops resemble."""
     rng = np.random.default_rng(seed)
     rows = []
     for g, y in groups.items():
@@ -45,8 +48,12 @@ def eval_metrics(source: str, auc: float, generator: str | None = None) -> dict:
     level = {"auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": min(auc + 0.1, 1.0),
              "balanced_accuracy": auc - 0.05, "balanced_accuracy_ci_low": auc - 0.2,
              "balanced_accuracy_ci_high": auc, "accuracy": auc - 0.04}
-    out = {"backbone": "resnet50", "input": source, "crop": level, "sample": dict(level),
-           "test_samples": 12}
+    spread = {"values": [auc, auc - 0.02, auc + 0.02], "mean": auc, "sd": 0.02}
+    out = {"backbone": "resnet50", "input": source, "crop": level, "group": dict(level),
+           "test_groups": 12,
+           "seeds": {"seeds": [42, 43, 44], **{f"{lvl}_{f}": dict(spread)
+                                               for lvl in ("crop", "group")
+                                               for f in ("auc", "balanced_accuracy")}}}
     return out | ({"generator": generator} if generator else {})
 
 
@@ -139,7 +146,7 @@ def test_workspace_is_left_out_while_an_experiment_runs_in_it():
 def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     collected = collect_experiments(fake_exp_show())
     table, paired, duplicates = ablation.run_ablation(collected.finished, read_predictions,
-                                                      resamples=200, seed=0)
+                                                      permutations=199, seed=0)
     assert list(table.columns) == ablation.TABLE_COLUMNS
     assert table["dataset"].nunique() == 2
     demo = table[table["raw_dir"] == "data/demo_raw"].set_index(["input", "generator"])
@@ -152,30 +159,26 @@ def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     assert (real["acquire_downsample"] == 4).all()
     assert "acquired at 1/4" in real["dataset"].iloc[0]
     assert real["dataset"].iloc[0].endswith("manifest eeeeeeeeeeee")
-    assert demo["sample_balanced_accuracy_ci_high"].notna().all()
+    assert demo["group_balanced_accuracy_ci_high"].notna().all()
     assert demo["crop_auc_ci_low"].notna().all()
+    assert (demo["seeds"] == 3).all() and (demo["group_auc_seed_sd"] == 0.02).all()
 
     rows = paired.set_index(["dataset", "generator", "input_b"])
     demo_name = demo["dataset"].iloc[0]
     for generator in ("gan", "psnr"):
         for baseline in ("bicubic", "hr"):
             row = rows.loc[(demo_name, generator, baseline)]
-            assert row["note"] == "" and row["samples"] == 12
-            assert row["difference_ci_low"] <= row["auc_difference"] <= row["difference_ci_high"]
-            assert row["bootstrap_resamples"] == 200
-            if (generator, baseline) == ("gan", "hr"):  # both perfect: DeLong not estimable
-                assert row["auc_difference"] == 0 and pd.isna(row["delong_p_value"])
-            else:
-                assert 0 < row["delong_p_value"] <= 1
-            assert row["crops"] == 36
-            assert (row["crop_difference_ci_low"] <= row["crop_auc_difference"]
-                    <= row["crop_difference_ci_high"])
+            assert row["note"] == "" and row["groups"] == 12 and row["crops"] == 36
+            assert row["permutations"] == 4096  # 12 groups: every sign pattern, exact
+            for level in ("crop", "group"):
+                assert 0 < row[f"{level}_p_value"] <= row[f"{level}_p_holm"] <= 1
+            assert row["group_seed_sd"] == pytest.approx(0.02)
     gan_vs_hr = rows.loc[(demo_name, "gan", "hr")]  # perfect crops on both sides
     assert gan_vs_hr["crop_auc_a"] == gan_vs_hr["crop_auc_b"] == 1.0
-    assert gan_vs_hr["crop_difference_ci_low"] == gan_vs_hr["crop_difference_ci_high"] == 0
+    assert gan_vs_hr["crop_difference"] == 0 and gan_vs_hr["crop_p_value"] == 1.0
     psnr_vs_bicubic = rows.loc[(demo_name, "psnr", "bicubic")]
     sr_crops, bicubic_crops = READS[("workspace", "resnet50")], READS[("e2", "resnet50")]
-    assert psnr_vs_bicubic["crop_auc_difference"] == pytest.approx(
+    assert psnr_vs_bicubic["crop_difference"] == pytest.approx(
         roc_auc_score(sr_crops["label"], sr_crops["prob"])
         - roc_auc_score(bicubic_crops["label"], bicubic_crops["prob"]))
     gan_vs_bicubic = rows.loc[(demo_name, "gan", "bicubic")]
@@ -183,55 +186,66 @@ def test_ablation_tables_per_dataset_with_paired_tests(capsys):
     assert gan_vs_bicubic["experiment_b"] == "bicubic-new"
     mismatch = paired[paired["dataset"] == real["dataset"].iloc[0]]
     assert len(mismatch) == 1 and "different test splits" in mismatch["note"].iloc[0]
-    assert pd.isna(mismatch["delong_p_value"].iloc[0])
+    assert pd.isna(mismatch["group_p_value"].iloc[0])
 
     ablation_tool.print_ablation(table, paired)
     out = capsys.readouterr().err
-    assert out.count("Ablation on held-out test samples, data:") == 2
+    assert out.count("Ablation on held-out test groups, data:") == 2
     assert "data/demo_raw, crops as they are" in out and "/data/tdp43, acquired at 1/4" in out
     assert "sr (gan) vs hr" in out and "different test splits" in out
-    assert "DeLong p = not estimable" in out and "crop level (36 crops)" in out
+    assert "Holm" in out and "(sd 0.020)" in out
 
 
-def test_crop_level_difference_resamples_samples_not_crops():
-    """With every crop of a sample scored alike and as many crops per sample, crop AUC is
-    sample AUC, and a bootstrap that draws whole samples gives the sample-level paired
-    interval exactly; one that drew crops as independent would be far narrower."""
-    def spread(frame: pd.DataFrame, crops_per_sample: int) -> pd.DataFrame:
-        samples = frame.groupby("group", sort=True).agg(label=("label", "first"),
-                                                        prob=("prob", "mean"))
-        return pd.DataFrame([{"crop_id": f"{g}_{c}", "group": g, "label": int(r.label),
-                              "prob": r.prob} for g, r in samples.iterrows()
-                             for c in range(crops_per_sample)])
-
-    a, b = spread(predictions(0.4, 11), 20), spread(predictions(0.3, 12), 20)
-    crop = ablation.paired_crop_comparison(a, b, resamples=300, seed=5)
-    sample = ablation.paired_sample_comparison(a, b, resamples=300, seed=5)
-    assert crop["crops"] == 240
-    assert crop["crop_auc_difference"] == pytest.approx(sample["auc_difference"])
-    assert crop["crop_difference_ci_low"] == pytest.approx(sample["difference_ci_low"])
-    assert crop["crop_difference_ci_high"] == pytest.approx(sample["difference_ci_high"])
-    assert crop["crop_difference_ci_high"] - crop["crop_difference_ci_low"] > 0.05
-
-    same = ablation.paired_crop_comparison(a, a.sample(frac=1, random_state=0), 100, 0)
-    assert same["crop_auc_difference"] == 0
-    assert same["crop_difference_ci_low"] == same["crop_difference_ci_high"] == 0
-
-
-def test_crop_level_difference_needs_the_same_crops():
-    a = predictions(0.4, 1)
-    with pytest.raises(ablation.SampleMismatchError, match="1 crops only in the first"):
-        ablation.paired_crop_comparison(a, a.iloc[1:], 50, 0)
+def test_the_paired_test_flips_whole_groups_and_needs_the_same_crops():
+    """A group's crops are swapped together: 12 groups give 2**12 patterns (crops as units
+    would give 2**36), so crops of one field never count as independent evidence."""
+    a, b = predictions(0.4, 11), predictions(0.3, 12)
+    result = paired_comparison(a, b, permutations=99, seed=0)
+    assert result["permutations"] == 2 ** 12 and result["crops"] == 36
+    same = paired_comparison(a, a.sample(frac=1, random_state=0), 99, 0)
+    assert same["crop_difference"] == 0 and same["crop_p_value"] == 1.0
+    with pytest.raises(GroupMismatchError, match="1 crops only in the first"):
+        paired_comparison(a, a.iloc[1:], 99, 0)
     relabelled = a.assign(group=a["group"].where(a.index != 0, "S11"))
-    with pytest.raises(ablation.SampleMismatchError, match="other samples or classes"):
-        ablation.paired_crop_comparison(a, relabelled, 50, 0)
+    with pytest.raises(GroupMismatchError, match="other groups or classes"):
+        paired_comparison(a, relabelled, 99, 0)
+
+
+def test_every_param_that_changes_a_result_changes_the_cell_setting():
+    """Every key of params.yaml but those that cannot move a test figure (NOT_IN_SETTING)
+    is part of a cell's setting: changing any one of them changes it."""
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    flat = experiments.flat_params(base)
+    key = experiments.setting_key(base)
+    checked = 0
+    for name, value in flat.items():
+        if any(name == s or name.startswith(s + ".") for s in experiments.NOT_IN_SETTING):
+            continue
+        changed = copy.deepcopy(base)
+        node = changed
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = (not value if isinstance(value, bool) else value + 1
+                      if isinstance(value, (int, float)) else [*value, "x"]
+                      if isinstance(value, list) else f"{value}-other")
+        assert experiments.setting_key(changed) != key, name
+        checked += 1
+    assert checked > 60
+    for name in ("epochs", "seed", "classifier.image_size", "augment.copies",
+                 "classifier.pretrained", "classifier.precision", "preprocess.filter"):
+        assert name in flat and not any(name.startswith(s) for s in experiments.NOT_IN_SETTING)
+    # the axes of a table are left out of its own setting
+    moved = copy.deepcopy(base) | {"lr": 0.123}
+    assert experiments.setting_key(moved, experiments.GRID_AXES) == \
+        experiments.setting_key(base, experiments.GRID_AXES)
 
 
 def test_ablation_cli_writes_both_files(tmp_path, monkeypatch):
     show = tmp_path / "show.json"
     show.write_text(json.dumps(fake_exp_show()))
     params = write_params(tmp_path / "params.yaml")
-    monkeypatch.setattr(ablation, "predictions_from_git", read_predictions)
+    monkeypatch.setattr(ablation_tool, "predictions_from_git", read_predictions)
     monkeypatch.setattr(sys, "argv", ["ablation", "--json", str(show), "--out",
                                       str(tmp_path / "ablation"), "--params", str(params)])
     ablation_tool.main()
@@ -269,7 +283,7 @@ def test_grid_has_both_levels_and_the_same_filtering(capsys):
     collected = collect_experiments(show)
     frame, duplicates = grid_table(collected.finished)
     assert duplicates == 2
-    for level in ("crop", "sample"):
+    for level in ("crop", "group"):
         for key in ("auc", "balanced_accuracy"):
             assert frame[f"{level}_{key}"].notna().all()
     assert "raw" not in set(frame["input"])
@@ -278,7 +292,8 @@ def test_grid_has_both_levels_and_the_same_filtering(capsys):
     assert sorted(zip(sr["lr"], sr["batch_size"])) == [(0.0001, 16), (0.0005, 32)]
     print_grid(frame)
     out = capsys.readouterr().err
-    assert "crop 0.910 / 0.860" in out and "sample 0.910 / 0.860" in out
+    assert "crop 0.910 / 0.860" in out and "group 0.910 / 0.860" in out
+    assert "0.910 ± 0.020 (3 seeds)" in out
     assert "0.0001" in out and "0.0005" in out
     assert experiments.format_lr(0.00005) == "0.00005"
 
@@ -300,20 +315,20 @@ def hand_made_reports(root, backbones) -> None:
                                          "generator": "psnr", "psnr": 31.0, "ssim": 0.82,
                                          "iterations": 80, "train_seconds": 12.0,
                                          "perceptual_loss": "off"}))
-    for backbone in backbones:
+    from pipeline.reporting import compare
+    from tests.test_metrics_stats import write_eval
+
+    for index, backbone in enumerate(backbones):
         write(f"train/{backbone}/curves.csv",
               "epoch,train_loss,val_loss,val_auc\n1,0.7,0.69,0.6\n2,0.6,0.65,0.7\n")
-        write(f"eval/{backbone}/predictions.csv", predictions(0.6, 0).to_csv(index=False))
-        write(f"eval/{backbone}/environment.json", json.dumps({"python": "3.11", "torch": "2.x"}))
-        write(f"eval/{backbone}/metrics.json", json.dumps(
-            {"threshold": {"rule": "youden", "crop": 0.55, "sample": 0.6}}))
-    write("compare/table.csv", "backbone,input,crop_auc,crop_threshold,sample_auc,"
-                               "threshold_rule\nvgg16,sr,0.8,0.55,0.9,youden\n")
-    write("compare/paired.csv", "backbone_a,backbone_b,samples,auc_difference,delong_p_value\n"
-                                "vgg16,resnet50,12,0.0,\n")
-    write("crossval/summary.csv", "backbone,folds,sample_auc_mean\nvgg16,3,0.8\n")
+        write_eval(root / "eval", backbone, predictions(0.6, index))
+    frame = compare.comparison_table(root / "eval", backbones, {})
+    write("compare/table.csv", frame.to_csv(index=False))
+    write("compare/paired.csv", compare.paired_comparisons(root / "eval", backbones, 99,
+                                                           0).to_csv(index=False))
+    write("crossval/summary.csv", "backbone,folds,group_auc_mean\nvgg16,3,0.8\n")
     collected = collect_experiments(fake_exp_show())
-    table, paired, _ = ablation.run_ablation(collected.finished, read_predictions, 100, 0)
+    table, paired, _ = ablation.run_ablation(collected.finished, read_predictions, 99, 0)
     write("ablation/table.csv", table.to_csv(index=False))
     write("ablation/paired.csv", paired.to_csv(index=False))
 
@@ -333,12 +348,15 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
                     "<h2>Does SR help? (ablation)</h2>"):
         assert heading in page, heading
     assert "last convolutional block of each backbone" in page
-    assert "<th>crop_threshold</th>" in page and "<td>0.550</td>" in page
+    # human headers, one "AUC [95% CI]" cell per figure, the cut beside its figure
+    assert "<th>Group AUC [95% CI]</th>" in page and " at 0.50</td>" in page
+    assert "<th>crop_auc_ci_low</th>" not in page  # no raw key names as headers
     assert "rule <code>youden</code>" in page
+    assert "A <b>group</b> is one patient sample" in page
     assert "vgg16: <code>features.29" in page and "resnet50: <code>layer4" in page
     assert page.count("<h3>Data: ") == 2  # one ablation table per dataset
     assert "sr (gan) vs hr" in page and "different test splits" in page
-    assert "not estimable" in page and "crop AUC difference [95% CI]" in page
+    assert "Holm" in page and "<th>Group AUC difference</th>" in page
     section = page.split("Does SR help?")[1].split("<h2>")[0]
     assert "NaN" not in section and "nan" not in section and "None" not in section
 
@@ -407,7 +425,7 @@ def test_a_grid_cell_at_another_lr_does_not_replace_the_ablation_cell():
     assert demo_sr.loc[0.0001, "experiment"] == "workspace"
     assert demo_sr.loc[0.001, "experiment"] == "grid-lr0.001"
     READS[("g1", "resnet50")] = predictions(0.2, 8)
-    paired = ablation.paired_table(table, read_predictions, 50, 0)
+    paired = ablation.paired_table(table, read_predictions, 99, 0)
     at_grid_lr = paired[(paired["lr"] == 0.001) & (paired["dataset"]
                                                    == demo_sr["dataset"].iloc[0])]
     assert at_grid_lr.empty  # no bicubic or hr was trained at lr 0.001: nothing to pair

@@ -163,8 +163,8 @@ def test_bad_params(project, tmp_path, name):
 def _classifier_args(project: Path, tmp_path: Path, params: Path) -> list[str]:
     return ["pipeline.stages.train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
             str(tmp_path / "aug"), "--split", str(project / "split.csv"), "--crops",
-            str(project / "ingested" / "crops"), "--sr", str(tmp_path / "none"), "--model",
-            str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ckpt"), "--metrics",
+            str(project / "ingested" / "crops"), "--sr", str(tmp_path / "none"), "--model-dir",
+            str(tmp_path / "models"), "--checkpoints", str(tmp_path / "ckpt"), "--metrics",
             str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"), "--params",
             str(params)]
 

@@ -15,10 +15,11 @@ from pipeline.classify.training import train_classifier
 from pipeline.cli import PipelineError
 from pipeline.stats import (
     binary_metrics,
-    bootstrap_auc_interval,
+    clustered_auc_variance,
+    crop_auc_interval,
     evaluation_report,
     expected_calibration_error,
-    sample_level,
+    group_level,
 )
 
 
@@ -175,33 +176,50 @@ def test_ece_hand_computed():
     assert expected_calibration_error(labels, prob) == pytest.approx(0.4)
 
 
-def test_sample_level_is_mean_of_crop_probabilities():
+def test_group_level_is_mean_of_crop_probabilities():
     predictions = pd.DataFrame({"group": ["A", "A", "B", "B", "B", "C"],
                                 "label": [1, 1, 0, 0, 0, 1],
                                 "prob": [0.2, 0.8, 0.1, 0.4, 0.7, 0.9]})
-    samples = sample_level(predictions).set_index("group")
-    assert samples.loc["A", "prob"] == pytest.approx(0.5)
-    assert samples.loc["B", "prob"] == pytest.approx(0.4)
-    assert samples.loc["C", "prob"] == pytest.approx(0.9)
-    report = evaluation_report(predictions, resamples=200, seed=0)
-    assert report["sample"]["n"] == 3 and report["crop"]["n"] == 6
-    assert report["sample"]["auc"] == pytest.approx(1.0)  # 0.5, 0.9 > 0.4
+    groups = group_level(predictions).set_index("group")
+    assert groups.loc["A", "prob"] == pytest.approx(0.5)
+    assert groups.loc["B", "prob"] == pytest.approx(0.4)
+    assert groups.loc["C", "prob"] == pytest.approx(0.9)
+    report = evaluation_report(predictions)
+    assert report["group"]["n"] == 3 and report["crop"]["n"] == 6
+    assert report["group"]["auc"] == pytest.approx(1.0)  # 0.5, 0.9 > 0.4
     with pytest.raises(ValueError, match="different labels"):
-        sample_level(predictions.assign(label=[1, 0, 0, 0, 0, 1]))
+        group_level(predictions.assign(label=[1, 0, 0, 0, 0, 1]))
 
 
-def test_bootstrap_interval_brackets_the_auc_and_resamples_samples():
+def test_crop_interval_brackets_the_auc_and_widens_with_clustering():
     rng = np.random.default_rng(0)
     rows = []
     for g in range(30):
-        label = g % 2
+        label, offset = g % 2, rng.normal(0, 0.15)
         for _ in range(5):
-            rows.append({"group": f"G{g}", "label": label,
-                         "prob": float(np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1))})
-    predictions = pd.DataFrame(rows)
-    auc = roc_auc_score(predictions["label"], predictions["prob"])
-    low, high, kept = bootstrap_auc_interval(predictions, "crop", 300, seed=1)
-    assert low < auc < high and 0 < high - low < 0.5 and kept == 300
+            rows.append({"group": f"G{g}", "label": label, "prob": float(np.clip(
+                0.35 + 0.3 * label + offset + rng.normal(0, 0.1), 0, 1))})
+    clustered = pd.DataFrame(rows)
+    auc = roc_auc_score(clustered["label"], clustered["prob"])
+    interval = crop_auc_interval(clustered)
+    assert interval.low < auc < interval.high and interval.high - interval.low < 0.5
+    independent = clustered.assign(group=[f"crop{i}" for i in range(len(clustered))])
+    narrow = crop_auc_interval(independent)
+    assert narrow.high - narrow.low < interval.high - interval.low  # groups, not crops
+
+
+def test_clustered_variance_is_delongs_with_one_crop_per_group():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(15), np.zeros(12)].astype(int)
+    scores = labels * 1.2 + rng.normal(0, 1, len(labels))
+    frame = pd.DataFrame({"group": [f"g{i}" for i in range(len(labels))], "label": labels,
+                          "prob": scores})
+    auc, variance, _, _ = clustered_auc_variance(frame)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    v10 = np.array([(p > neg).mean() + 0.5 * (p == neg).mean() for p in pos])
+    v01 = np.array([(n < pos).mean() + 0.5 * (n == pos).mean() for n in neg])
+    assert auc == pytest.approx(roc_auc_score(labels, scores))
+    assert variance == pytest.approx(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg))
 
 
 # ------------------------------------------------------------------ training and resume
@@ -248,27 +266,6 @@ def test_classifier_checkpoint_with_other_params_is_refused(params, tmp_path):
         train_classifier(*args, tmp_path)
 
 
-def test_delong_matches_sklearn_auc_and_bootstrap_spread():
-    from pipeline.stats import delong_test, paired_bootstrap_auc_difference
-
-    rng = np.random.default_rng(0)
-    labels = np.r_[np.ones(60), np.zeros(80)].astype(int)
-    strong = labels * 1.5 + rng.normal(0, 1, len(labels))
-    weak = labels * 0.3 + rng.normal(0, 1, len(labels))
-    result = delong_test(labels, strong, weak)
-    assert result["auc_a"] == pytest.approx(roc_auc_score(labels, strong))
-    assert result["auc_b"] == pytest.approx(roc_auc_score(labels, weak))
-    assert result["p_value"] < 0.01  # a clearly better score is detected
-    low, high, _ = paired_bootstrap_auc_difference(labels, strong, weak, 400, seed=0)
-    assert low < result["difference"] < high
-    # DeLong's standard error agrees with the bootstrap's spread (width / 3.92 for 95%)
-    assert (high - low) / 3.92 == pytest.approx(result["se"], rel=0.25)
-    same = delong_test(labels, strong, strong)
-    assert same["difference"] == 0 and same["p_value"] is None  # zero variance: not estimable
-    # ties handled by midranks: a constant score has AUC 0.5
-    assert delong_test(labels, strong, np.zeros(len(labels)))["auc_b"] == pytest.approx(0.5)
-
-
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_grad_cam_maps_for_every_backbone(name):
     from pipeline.classify.explain import cam_layer, grad_cam
@@ -301,7 +298,7 @@ def test_load_trained_refuses_other_files_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("input_kind", ["sr", "raw"])
-def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeypatch):
+def test_evaluate_writes_groups_and_the_generator(input_kind, tmp_path, monkeypatch):
     import json
     import sys
 
@@ -315,7 +312,7 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     folder = tmp_path / ("sr/sr" if input_kind == "sr" else "crops")
     rng = np.random.default_rng(0)
     rows = []
-    for index in range(20):  # 5 test samples of 2-3 crops, both classes; 2 val samples
+    for index in range(20):  # 5 test groups of 2-3 crops, both classes; 2 val groups
         group, label = f"g{index // 3}", (index // 3) % 2
         save_array_atomic(folder / f"c{index:02d}.npy",
                           rng.integers(0, 65535, (1, 32, 32), dtype=np.uint16))
@@ -325,14 +322,15 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
     torch.manual_seed(0)
     model, _ = build_classifier("mobilenet_v3_small", "none")
+    (tmp_path / "models").mkdir()
     torch.save({"model": model.state_dict(), "backbone": "mobilenet_v3_small",
-                "best_epoch": 1}, tmp_path / "model.pt")
+                "best_epoch": 1}, tmp_path / "models" / "model.pt")
     (tmp_path / "train.json").write_text(json.dumps({
         "train_seconds": 1.0, "peak_memory_mb": 1.0, "params_millions": 1.0,
         "pretrained": "none", "best_epoch": 1}))
     out = tmp_path / "eval"
     monkeypatch.setattr(sys, "argv", [
-        "evaluate", "--backbone", "mobilenet_v3_small", "--model", str(tmp_path / "model.pt"),
+        "evaluate", "--backbone", "mobilenet_v3_small", "--model-dir", str(tmp_path / "models"),
         "--train-metrics", str(tmp_path / "train.json"), "--split", str(tmp_path / "split.csv"),
         "--crops", str(tmp_path / "crops"), "--sr", str(tmp_path / "sr"), "--out", str(out),
         "--params", str(params_file)])
@@ -341,20 +339,23 @@ def test_evaluate_writes_samples_and_the_generator(input_kind, tmp_path, monkeyp
     assert metrics["input"] == input_kind
     assert metrics["generator"] == (params.sr.generator if input_kind == "sr" else None)
     crops = pd.read_csv(out / "predictions.csv")
-    samples = pd.read_csv(out / "samples.csv")
-    assert samples.columns.tolist() == ["sample", "n_crops", "prob", "prediction", "threshold",
-                                        "backbone", "label"]
-    by_sample = crops.groupby("group")
-    assert samples["sample"].tolist() == sorted(by_sample.groups)
-    assert samples["n_crops"].tolist() == by_sample.size().tolist()
-    np.testing.assert_allclose(samples["prob"], by_sample["prob"].mean().to_numpy())
-    assert samples["label"].tolist() == [("Control", "ALS")[v]
-                                         for v in by_sample["label"].first()]
-    cut = metrics["threshold"]["sample"]  # chosen on the two validation samples
-    assert metrics["threshold"]["rule"] == "youden" and (samples["threshold"] == cut).all()
-    expected = np.where(samples["prob"] >= cut, "ALS", "Control")
-    assert samples["prediction"].tolist() == expected.tolist()
-    assert set(samples["backbone"]) == {"mobilenet_v3_small"}
+    groups = pd.read_csv(out / "groups.csv")
+    assert groups.columns.tolist() == ["group", "n_crops", "prob", "prediction", "threshold",
+                                       "backbone", "label"]
+    by_group = crops.groupby("group")
+    assert groups["group"].tolist() == sorted(by_group.groups)
+    assert groups["n_crops"].tolist() == by_group.size().tolist()
+    np.testing.assert_allclose(groups["prob"], by_group["prob"].mean().to_numpy())
+    assert groups["label"].tolist() == [("Control", "ALS")[v]
+                                        for v in by_group["label"].first()]
+    cut = metrics["threshold"]["group"]  # chosen on the two validation groups
+    assert metrics["threshold"]["rule"] == "youden" and (groups["threshold"] == cut).all()
+    low, high = metrics["threshold"]["group_range"]
+    assert low <= cut <= high
+    expected = np.where(groups["prob"] >= cut, "ALS", "Control")
+    assert groups["prediction"].tolist() == expected.tolist()
+    assert set(groups["backbone"]) == {"mobilenet_v3_small"}
+    assert metrics["seeds"]["seeds"] == [params.seed]  # the tiny config trains one seed
 
 
 def test_precision_auto_is_fp32_on_every_cpu_and_bf16_only_when_asked(monkeypatch):

@@ -20,13 +20,13 @@ def test_summarise_mean_and_sd():
     folds = pd.DataFrame({"backbone": ["a", "a", "a", "b", "b"],
                           "fold": [0, 1, 2, 0, 1],
                           **{f"{lvl}_{k}": [0.8, 0.9, 1.0, 0.5, 0.7]
-                             for lvl in ("crop", "sample")
+                             for lvl in ("crop", "group")
                              for k in ("auc", "accuracy", "balanced_accuracy", "sensitivity",
                                        "specificity")}})
     summary = summarise(folds).set_index("backbone")
     assert summary.loc["a", "folds"] == 3
-    assert summary.loc["a", "sample_auc_mean"] == pytest.approx(0.9)
-    assert summary.loc["a", "sample_auc_sd"] == pytest.approx(0.1)
+    assert summary.loc["a", "group_auc_mean"] == pytest.approx(0.9)
+    assert summary.loc["a", "group_auc_sd"] == pytest.approx(0.1)
     assert summary.loc["b", "crop_auc_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 
 
@@ -70,11 +70,11 @@ def test_every_fold_trains_and_tests_on_disjoint_groups(tmp_path, monkeypatch):
         assert test == fold_groups and scored == [fold_groups]
         assert not train & test and not val & test and not train & val, f"fold {fold}"
         assert train | val | test == set(frame["group"])
-        assert row["test_samples"] == len(fold_groups)
+        assert row["test_groups"] == len(fold_groups)
         assert row["test_crops"] == (frame["fold"] == fold).sum()
-        assert 0 <= row["sample_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
+        assert 0 <= row["group_auc"] <= 1 and 0 <= row["crop_accuracy"] <= 1
         tested |= test
-    assert tested == set(frame["group"])  # every sample had its turn in a test fold
+    assert tested == set(frame["group"])  # every group had its turn in a test fold
 
 
 def test_crossval_never_reads_sr_images():

@@ -43,8 +43,8 @@ def test_classifier_two_ranks_gloo(tmp_path):
     out.mkdir()
     _launch("pipeline.stages.train_classifier", [
         "--backbone", "mobilenet_v3_small", "--augmented", str(tmp_path / "aug"), "--split",
-        str(split_csv), "--crops", str(crops), "--sr", str(tmp_path / "none"), "--model",
-        str(out / "model.pt"), "--checkpoints", str(out / "ckpt"), "--metrics",
+        str(split_csv), "--crops", str(crops), "--sr", str(tmp_path / "none"), "--model-dir",
+        str(out / "models"), "--checkpoints", str(out / "ckpt"), "--metrics",
         str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--environment",
         str(out / "environment.json"), "--params", str(params_file)], tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -57,8 +57,9 @@ def test_classifier_two_ranks_gloo(tmp_path):
     assert "rank 1: training done; rank 0 writes the outputs" in log
     assert log.count("mobilenet_v3_small: best epoch") == 1  # only rank 0 wrote and reported
     assert sorted(p.name for p in out.iterdir()) == ["ckpt", "curves.csv", "environment.json",
-                                                     "metrics.json", "model.pt"]
-    assert torch.load(out / "model.pt", weights_only=True)["backbone"] == "mobilenet_v3_small"
+                                                     "metrics.json", "models"]
+    saved = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert saved["backbone"] == "mobilenet_v3_small"
 
 
 def test_sr_two_ranks_gloo(tmp_path):

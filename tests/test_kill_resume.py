@@ -104,7 +104,7 @@ def test_train_classifier_sigkill_and_resume(tmp_path):
         return ["pipeline.stages.train_classifier", "--backbone", "mobilenet_v3_small",
                 "--augmented",
                 str(tmp_path / "aug"), "--split", str(split_csv), "--crops", str(crops), "--sr",
-                str(tmp_path / "no_sr"), "--model", str(out / "model.pt"), "--checkpoints",
+                str(tmp_path / "no_sr"), "--model-dir", str(out / "models"), "--checkpoints",
                 str(out / "ckpt"), "--metrics", str(out / "m.json"), "--curves",
                 str(out / "curves.csv"), "--params", str(params_file)]
 
@@ -113,8 +113,8 @@ def test_train_classifier_sigkill_and_resume(tmp_path):
     _kill_at_first_checkpoint(process, tmp_path / "killed" / "ckpt")
     output = _run(args("killed"))
     assert 1 <= _resumed_from(output, r"resuming mobilenet_v3_small.*?epoch\s+(\d+)") < 4, output
-    straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    straight = torch.load(tmp_path / "straight" / "models" / "model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "models" / "model.pt", weights_only=True)
     assert resumed["best_epoch"] == straight["best_epoch"]
     for key in straight["model"]:
         torch.testing.assert_close(resumed["model"][key], straight["model"][key], msg=key)

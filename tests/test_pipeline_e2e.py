@@ -94,9 +94,11 @@ def test_repro_experiment_and_metrics(tmp_path):
     shown = json.loads(sh([DVC, "metrics", "show", "--json"], project).stdout)
     workspace = (shown.get("") or shown["workspace"])["data"]  # "" is the workspace in dvc 3
     evaluation = workspace["reports/eval/mobilenet_v3_small/metrics.json"]["data"]
-    for level in ("crop", "sample"):
-        assert 0.0 <= evaluation[level]["auc"] <= 1.0
-        assert evaluation[level]["auc_ci_low"] <= evaluation[level]["auc_ci_high"]
+    for level in ("crop", "group"):
+        figures = evaluation[level]
+        assert 0.0 <= figures["auc"] <= 1.0
+        # an interval with width, or none at all ("not estimable"), never a point
+        assert figures["auc_ci_low"] is None or figures["auc_ci_low"] < figures["auc_ci_high"]
     assert evaluation["infer_images_per_s"] > 0
     split = workspace["reports/split/metrics.json"]["data"]
     assert split["groups_in_two_splits"] == 0
@@ -111,21 +113,21 @@ def test_repro_experiment_and_metrics(tmp_path):
 
     # the thresholds were chosen on validation and are what the bundle carries
     assert evaluation["threshold"]["rule"] == "youden"
-    assert set(evaluation["at_0_5"]) == {"crop", "sample"}
+    assert set(evaluation["at_0_5"]) == {"crop", "group"}
     export = workspace["reports/export/mobilenet_v3_small/metrics.json"]["data"]
-    assert export["bundle_mb"] > 0 and export["threshold_sample"] == \
-        evaluation["threshold"]["sample"]
+    assert export["bundle_mb"] > 0 and export["threshold_group"] == \
+        evaluation["threshold"]["group"]
 
     # new patients: the test split's sample folders, class folders removed, names hidden
     new, hidden = anonymised_test_samples(project, tmp_path / "new_patients")
     added = sh([DVC, "exp", "run", "-S", f"predict.input_dir=[{new}]"], project)
     assert stages_run(added.stdout) == {"check_params", f"predict@{new}"}, added.stdout
-    samples = (project / "reports" / "predict" / "samples.csv").read_text().splitlines()
-    assert samples[0] == "sample,n_crops,prob,prediction,threshold,backbone"
-    called = {line.split(",")[0]: line.split(",")[3] for line in samples[1:]}
-    assert set(called) == set(hidden)  # every new sample is there, under its new name
+    groups = (project / "reports" / "predict" / "groups.csv").read_text().splitlines()
+    assert groups[0] == "group,n_crops,prob,prediction,threshold,backbone"
+    called = {line.split(",")[0]: line.split(",")[3] for line in groups[1:]}
+    assert set(called) == set(hidden)  # every new group is there, under its new name
     accuracy = sum(called[name] == hidden[name] for name in hidden) / len(hidden)
-    print(f"predict on {len(hidden)} anonymised test samples: sample accuracy {accuracy:.3f}")
+    print(f"predict on {len(hidden)} anonymised test groups: group accuracy {accuracy:.3f}")
 
     # DVC refuses `-S sr.iter_psnr=100` (no such key) and suggests `+`; with `+` the key is
     # added, and check_params, which every stage comes after, fails the run at once
@@ -175,6 +177,42 @@ def test_a_second_clone_pulls_the_results_and_reruns_nothing(tmp_path):
     rerun = sh([DVC, "repro"], clone)
     assert stages_run(rerun.stdout) == set(), rerun.stdout
     assert (clone / "data" / "bundles" / "mobilenet_v3_small.pt").is_file()
+
+
+def test_a_profile_switch_composes_params_shows_in_params_diff_and_keeps_crop_size(tmp_path):
+    """`dvc exp run -S profile=cpu` on the project as shipped: params.yaml is composed from
+    pipeline/conf with the cpu profile and the overrides on top, `dvc params diff` shows
+    each value that changed, and 128 px crops are taken as they are. A profile line edited
+    by hand is refused with the command that composes it."""
+    from tests.conftest import blob, write_crop
+
+    raw = tmp_path / "crops128"
+    for class_name in ("ALS", "Control"):
+        for group in range(3):
+            for crop in range(2):
+                write_crop(raw / class_name / f"{class_name[:2]}{group}_17_crops_r" /
+                           f"{crop}.tif", blob(size=128, seed=group + crop))
+    project = make_project(tmp_path, profile="demo")
+    run = sh([DVC, "exp", "run", "ingest", "-S", "profile=cpu", "-S", f"data.raw_dir={raw}",
+              "-S", "sr.iters_psnr=7"], project)
+    assert stages_run(run.stdout) == {"check_params", "ingest"}, run.stdout
+    said = run.stdout + run.stderr
+    assert "profile cpu with 2 override(s)" in said and "sr.iters_psnr=7" in said
+    ingest = json.loads((project / "reports" / "ingest" / "metrics.json").read_text())
+    assert ingest["crops"] == 12 and ingest["resized"] == 0 and ingest["padded"] == 0
+    diff = json.loads(sh([DVC, "params", "diff", "--json"], project).stdout)["params.yaml"]
+    assert diff["profile"] == {"old": "demo", "new": "cpu"}
+    assert (diff["data.crop_size"]["old"], diff["data.crop_size"]["new"]) == (32, 128)
+    assert (diff["sr.iters_psnr"]["old"], diff["sr.iters_psnr"]["new"]) == (600, 7)  # on top
+    assert diff["epochs"]["new"] == 5 and diff["classifier.image_size"]["new"] == 160
+
+    sh(["git", "checkout", "params.yaml"], project)
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("profile: demo", "profile: cpu"))
+    edited = sh([DVC, "repro", "check_params"], project, check=False)
+    said = edited.stdout + edited.stderr
+    assert edited.returncode != 0 and "its values are profile demo's" in said, said
+    assert "dvc exp run -S profile=cpu" in said
 
 
 def test_missing_raw_dir_inside_a_queued_copy_explains_itself(tmp_path):

@@ -36,16 +36,17 @@ def test_youden_threshold_equals_the_hand_computed_point():
     labels = np.array([0, 0, 0, 1, 1, 1, 1])
     probs = np.array([0.1, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     assert youden_threshold(labels, probs) == pytest.approx(0.65)
-    assert choose_threshold("youden", labels, probs) == pytest.approx(0.65)
-    assert choose_threshold(0.3, labels, probs) == 0.3
+    assert choose_threshold(0.3, labels, probs, np.arange(7), 100, 0) == \
+        {"cut": 0.3, "low": 0.3, "high": 0.3}
 
 
 def test_youden_ties_keep_the_cut_nearest_one_half_and_one_class_gives_one_half():
-    # perfectly separated: every cut between 0.2 and 0.8 gives J = 1; the only candidate is
-    # halfway between the two validation scores that bound the gap
+    # perfectly separated: every cut between 0.2 and 0.8 gives J = 1, 0.5 among them
     assert youden_threshold(np.array([0, 1]), np.array([0.2, 0.8])) == pytest.approx(0.5)
-    # J = 0.5 at two cuts, 0.7 (sens 1/2, spec 1) and 0.25 (sens 1, spec 1/2): 0.7 lies
-    # 0.2 from 0.5, 0.25 lies 0.25 from it, so 0.7 wins
+    # ... and where the gap lies above 0.5, its middle
+    assert youden_threshold(np.array([0, 1]), np.array([0.7, 0.9])) == pytest.approx(0.8)
+    # J = 0.5 on two gaps, (0.6, 0.8] (sens 1/2, spec 1) and (0.2, 0.3] (sens 1, spec 1/2):
+    # (0.6, 0.8] lies 0.1 from 0.5, (0.2, 0.3] 0.2, so the middle of the first wins
     labels, probs = np.array([0, 0, 1, 1]), np.array([0.2, 0.6, 0.3, 0.8])
     assert youden_threshold(labels, probs) == pytest.approx(0.7)
     assert youden_threshold(np.array([1, 1]), np.array([0.2, 0.9])) == 0.5
@@ -66,11 +67,12 @@ def test_report_takes_the_chosen_threshold_and_keeps_the_figures_at_one_half():
         "group": ["a", "a", "b", "b", "c", "c", "d", "d"],
         "label": [0, 0, 0, 0, 1, 1, 1, 1],
         "prob": [0.6, 0.7, 0.65, 0.75, 0.85, 0.9, 0.95, 0.88]})
-    report = evaluation_report(predictions, 200, 0, {"crop": 0.8, "sample": 0.8})
+    report = evaluation_report(predictions.assign(crop_id=range(8)),
+                               {"crop": 0.8, "group": 0.8})
     assert report["crop"]["balanced_accuracy"] == 1.0
-    assert report["sample"]["sensitivity"] == 1.0 and report["sample"]["specificity"] == 1.0
+    assert report["group"]["sensitivity"] == 1.0 and report["group"]["specificity"] == 1.0
     assert report["at_0_5"]["crop"]["balanced_accuracy"] == 0.5
-    assert report["at_0_5"]["sample"]["specificity"] == 0.0
+    assert report["at_0_5"]["group"]["specificity"] == 0.0
 
 
 # ---------------------------------------------------------------- bundle and predict
@@ -138,7 +140,7 @@ class TrainedRun:
     def bundle(self, thresholds=None) -> dict:
         raw = yaml.safe_load(self.params_path.read_text())
         return build_bundle(self.backbone, self.model.state_dict(), self.params, raw,
-                            thresholds or {"rule": "youden", "crop": 0.4, "sample": 0.45},
+                            thresholds or {"rule": "youden", "crop": 0.4, "group": 0.45},
                             ("Control", "ALS"), "f" * 64, self.generator, self.bit_depth)
 
     def anonymous_input(self, folder: Path) -> tuple[Path, dict[str, str]]:
@@ -174,7 +176,7 @@ def test_bundle_in_a_fresh_process_gives_evaluates_probabilities(tmp_path, class
     assert result.returncode == 0, result.stdout
     assert "crops/s" in result.stdout
     crops = pd.read_csv(alone / "out" / "crops.csv")
-    assert list(crops.columns) == ["path", "sample", "prob", "prediction"]
+    assert list(crops.columns) == ["path", "group", "prob", "prediction"]
     # the same crop, renamed, must get the probability evaluate's code gave it
     originals = {f"P{i:03d}_crops_r": sample_dir.name for i, sample_dir in
                  enumerate(sorted(run.raw.glob("*/*_crops_r")))}
@@ -182,19 +184,19 @@ def test_bundle_in_a_fresh_process_gives_evaluates_probabilities(tmp_path, class
         folder, crop = row.path.split("/")
         assert row.prob == pytest.approx(run.evaluate_probs[f"{originals[folder]}/{crop}"],
                                          abs=1e-5)
-    samples = pd.read_csv(alone / "out" / "samples.csv")
-    assert list(samples.columns) == ["sample", "n_crops", "prob", "prediction", "threshold",
-                                     "backbone"]
-    assert sorted(samples["sample"]) == sorted(hidden)  # P000 ... from P000_crops_r
-    assert (samples["n_crops"] == 3).all() and (samples["threshold"] == 0.45).all()
-    expected = np.where(samples["prob"] >= 0.45, "ALS", "Control")
-    assert list(samples["prediction"]) == list(expected)
+    groups = pd.read_csv(alone / "out" / "groups.csv")
+    assert list(groups.columns) == ["group", "n_crops", "prob", "prediction", "threshold",
+                                    "backbone"]
+    assert sorted(groups["group"]) == sorted(hidden)  # P000 ... from P000_crops_r
+    assert (groups["n_crops"] == 3).all() and (groups["threshold"] == 0.45).all()
+    expected = np.where(groups["prob"] >= 0.45, "ALS", "Control")
+    assert list(groups["prediction"]) == list(expected)
 
 
 def test_several_bundles_give_a_column_set_each_and_their_mean(tmp_path):
     run = TrainedRun(tmp_path / "run", "raw")
-    torch.save(run.bundle({"rule": "youden", "crop": 0.3, "sample": 0.4}), tmp_path / "a.pt")
-    other = run.bundle({"rule": "youden", "crop": 0.5, "sample": 0.6})
+    torch.save(run.bundle({"rule": "youden", "crop": 0.3, "group": 0.4}), tmp_path / "a.pt")
+    other = run.bundle({"rule": "youden", "crop": 0.5, "group": 0.6})
     second, _ = build_classifier("regnet_y_400mf", "none")
     other["backbone"], other["classifier_state"] = "regnet_y_400mf", second.state_dict()
     torch.save(other, tmp_path / "b.pt")
@@ -202,13 +204,13 @@ def test_several_bundles_give_a_column_set_each_and_their_mean(tmp_path):
     result = run_predict(["--bundle", "a.pt", "--bundle", "b.pt", "--input", new, "--out",
                           "out"], tmp_path)
     assert result.returncode == 0, result.stdout
-    samples = pd.read_csv(tmp_path / "out" / "samples.csv")
+    samples = pd.read_csv(tmp_path / "out" / "groups.csv")
     for name in ("mobilenet_v3_small", "regnet_y_400mf", "mean"):
         assert {f"prob_{name}", f"prediction_{name}", f"threshold_{name}"} <= set(samples)
     assert samples["prob_mean"].to_numpy() == pytest.approx(
         samples[["prob_mobilenet_v3_small", "prob_regnet_y_400mf"]].mean(axis=1).to_numpy())
     assert np.allclose(samples["threshold_mean"], 0.5)  # (0.4 + 0.6) / 2
-    assert set(samples["sample"]) == set(hidden)
+    assert set(samples["group"]) == set(hidden)
     crops = pd.read_csv(tmp_path / "out" / "crops.csv")
     assert {"prob_mean", "prediction_mean"} <= set(crops) and len(crops) == 3 * len(hidden)
 
@@ -311,7 +313,7 @@ def test_overwrite_replaces_only_predicts_own_outputs(tmp_path):
             check_output_folder(out, True, inputs)
     results = tmp_path / "results"
     results.mkdir()
-    (results / "samples.csv").write_text("sample\n")
+    (results / "groups.csv").write_text("group\n")
     (results / "analysis.ipynb").write_text("{}")
     with pytest.raises(PipelineError, match="did not write \\(e.g. analysis.ipynb\\)"):
         check_output_folder(results, True, inputs)
@@ -328,21 +330,21 @@ def test_class_folders_are_read_and_their_names_ignored(tmp_path):
     flat = run_predict(["--bundle", "b.pt", "--input", run.raw, "--out", "with_classes"],
                        tmp_path)
     assert flat.returncode == 0, flat.stdout
-    samples = pd.read_csv(tmp_path / "with_classes" / "samples.csv")
-    assert set(samples["sample"]) == set(run.manifest["group"])
+    samples = pd.read_csv(tmp_path / "with_classes" / "groups.csv")
+    assert set(samples["group"]) == set(run.manifest["group"])
     assert "label" not in samples
 
 
-def test_a_collapsed_model_and_a_one_sample_class_are_flagged():
+def test_a_collapsed_model_and_a_one_group_class_are_flagged():
     from pipeline.classify.evaluation import reliability
 
-    # the finding: 3 samples per class, 1/1/1 split, every test crop at p = 0.5419
+    # the finding: 3 groups per class, 1/1/1 split, every test crop at p = 0.5419
     collapsed = pd.DataFrame({"group": ["a", "a", "b"], "label": [1, 1, 0],
                               "prob": [0.54190, 0.54191, 0.54190]})
     flags = reliability(collapsed)
-    assert flags["collapsed"] and not flags["sample_level_estimable"]
+    assert flags["collapsed"] and not flags["group_level_estimable"]
     spread = pd.DataFrame({"group": ["a", "b", "c", "d"], "label": [1, 1, 0, 0],
                            "prob": [0.9, 0.7, 0.2, 0.4]})
     flags = reliability(spread)
-    assert not flags["collapsed"] and flags["sample_level_estimable"]
+    assert not flags["collapsed"] and flags["group_level_estimable"]
     assert flags["prob_spread"] == pytest.approx(0.7)

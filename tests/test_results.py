@@ -1,5 +1,5 @@
 """What a terminal shows: pipeline.results at 120 columns, with the caveats that keep a
-figure from being a finding (the 6-sample folder's collapsed model)."""
+figure from being a finding (the 6-group folder's collapsed model)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,14 @@ from pipeline.tools.results import results_table
 
 def write_evaluation(reports: Path, backbone: str, predictions: pd.DataFrame) -> None:
     metrics = {"backbone": backbone, "input": "sr",
-               "threshold": {"rule": "youden", "crop": 0.5, "sample": 0.5},
-               **evaluation_report(predictions, 100, 0), **reliability(predictions),
+               "threshold": {"rule": "youden", "crop": 0.5, "group": 0.5,
+                             "crop_range": [0.5, 0.5], "group_range": [0.5, 0.5]},
+               **evaluation_report(predictions.assign(crop_id=range(len(predictions)))),
+               **reliability(predictions),
+               "seeds": {"seeds": [0], **{f"{lvl}_{f}": {"values": [0.5], "mean": 0.5,
+                                                          "sd": None}
+                                          for lvl in ("crop", "group")
+                                          for f in ("auc", "balanced_accuracy")}},
                "train_seconds": 1.0, "peak_memory_mb": 10.0, "params_millions": 1.0,
                "infer_ms_per_image": 1.0, "infer_images_per_s": 1.0}
     path = reports / "eval" / backbone / "metrics.json"
@@ -28,7 +34,7 @@ def write_evaluation(reports: Path, backbone: str, predictions: pd.DataFrame) ->
 
 def test_results_fit_120_columns_and_name_a_collapsed_model(tmp_path):
     reports = tmp_path / "reports"
-    # the finding: a 1/1/1 split of 3 samples per class, every test crop at p = 0.5419
+    # the finding: a 1/1/1 split of 3 groups per class, every test crop at p = 0.5419
     write_evaluation(reports, "mobilenet_v3_large", pd.DataFrame({
         "group": ["a", "a", "b", "b"], "label": [1, 1, 0, 0],
         "prob": [0.54191, 0.54190, 0.54190, 0.54190]}))
@@ -42,10 +48,11 @@ def test_results_fit_120_columns_and_name_a_collapsed_model(tmp_path):
     assert max(len(line) for line in lines) <= 120
     rows = {line.split("│")[1].strip(): line for line in lines if line.startswith("│")}
     assert set(rows) == {"vgg16", "resnet50", "mobilenet_v3_large *"}  # one line each
-    assert "not evaluated" in rows["vgg16"] and "1.000 [1.00,1.00]" in rows["resnet50"]
-    assert notes == ["* mobilenet_v3_large: collapsed, sample level not estimable"]
+    assert "not evaluated" in rows["vgg16"] and "1.000 [0." in rows["resnet50"]
+    assert "[1.00,1.00]" not in rows["resnet50"]  # perfect separation: a bound, not a point
+    assert notes == ["* mobilenet_v3_large: collapsed, group level not estimable"]
     table = comparison_table(reports / "eval", ["resnet50", "mobilenet_v3_large"], {})
-    assert list(table["caveat"]) == ["", "collapsed, sample level not estimable"]
+    assert list(table["caveat"]) == ["", "collapsed, group level not estimable"]
 
 
 def test_an_sr_input_without_gain_is_labelled_so_in_every_table(tmp_path):

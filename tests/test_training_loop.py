@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -62,8 +63,11 @@ def test_training_learns_the_task_and_keeps_the_best_validation_epoch(tmp_path):
 
 
 def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
-    """pandas' .to_numpy() is read-only (copy-on-write); torch.from_numpy warns on those."""
-    params_file = write_params(tmp_path / "params.yaml", classifier={"input": "raw"})
+    """pandas' .to_numpy() is read-only (copy-on-write); torch.from_numpy warns on those.
+    With classifier.seeds 2 the stage trains two runs, each from its own seed, and keeps
+    both models; the metrics name the seeds."""
+    params_file = write_params(tmp_path / "params.yaml", classifier={"input": "raw",
+                                                                     "seeds": 2})
     rng = np.random.default_rng(0)
     rows = []
     for index in range(24):
@@ -89,10 +93,15 @@ def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [
         "train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
         str(tmp_path / "aug"), "--split", str(tmp_path / "split.csv"), "--crops",
-        str(tmp_path / "crops"), "--sr", str(tmp_path / "no_sr"), "--model",
-        str(out / "model.pt"), "--checkpoints", str(out / "ckpt"), "--metrics",
+        str(tmp_path / "crops"), "--sr", str(tmp_path / "no_sr"), "--model-dir",
+        str(out / "models"), "--checkpoints", str(out / "ckpt"), "--metrics",
         str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--params",
         str(params_file)])
     stage.main()
-    assert (out / "model.pt").is_file()
+    first = torch.load(out / "models" / "model.pt", weights_only=True)
+    second = torch.load(out / "models" / "model_seed43.pt", weights_only=True)
+    assert (first["seed"], second["seed"]) == (42, 43)
+    assert any(not torch.equal(first["model"][k], second["model"][k]) for k in first["model"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seeds"] == [42, 43] and len(metrics["best_val_auc_seeds"]) == 2
     assert pd.read_csv(out / "curves.csv")["epoch"].tolist() == [1]

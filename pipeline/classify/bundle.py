@@ -77,7 +77,7 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
         "sr_scale": params.sr.scale,
         "sr": None,
         "thresholds": {"rule": str(thresholds["rule"]), "crop": float(thresholds["crop"]),
-                       "sample": float(thresholds["sample"])},
+                       "group": float(thresholds["group"])},
         "class_names": [str(class_names[0]), str(class_names[1])],
         "positive_class": str(class_names[1]),
         "params": {key: value for key, value in raw_params.items() if key != "predict"},

@@ -1,7 +1,7 @@
-"""Cross-validation by sample: k StratifiedGroupKFold folds, each trained and tested.
+"""Cross-validation by group: k StratifiedGroupKFold folds, each trained and tested.
 
 One train/test split of a few dozen patients gives a noisy estimate; k folds give each
-sample one turn in the test set and a mean and standard deviation per metric. Folds
+group one turn in the test set and a mean and standard deviation per metric. Folds
 come from the split stage (split.folds); 0 folds means this stage records nothing.
 
 SR images are not used here: the generator was trained on the main split's training
@@ -26,6 +26,7 @@ from pipeline.classify.inference import score_split, validation_thresholds
 from pipeline.classify.training import train_classifier
 from pipeline.config import Params
 from pipeline.data.split import fold_assignment
+from pipeline.stats import LEVELS
 
 SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
 
@@ -56,15 +57,15 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Pat
     model = model.to(device)
     # the fold's own validation groups choose its thresholds, as evaluate does
     thresholds = validation_thresholds(model, images["val"], parts["val"], device,
-                                       params.classifier)
+                                       params.classifier, params.seed)
     predictions, report = score_split(model, images["test"], parts["test"], device,
-                                      params.classifier, params.seed, thresholds)
+                                      params.classifier, thresholds)
     result["checkpoint"].unlink(missing_ok=True)
     row = {"backbone": backbone, "fold": fold, "input": crossval_input(params.classifier.input),
-           "test_samples": predictions["group"].nunique(),
+           "test_groups": predictions["group"].nunique(),
            "test_crops": len(predictions), "best_epoch": result["metrics"]["best_epoch"],
-           "threshold_crop": thresholds["crop"], "threshold_sample": thresholds["sample"]}
-    for level in ("crop", "sample"):
+           "threshold_crop": thresholds["crop"], "threshold_group": thresholds["group"]}
+    for level in LEVELS:
         row |= {f"{level}_{key}": report[level][key] for key in SUMMARY_METRICS}
     return row
 
@@ -76,7 +77,7 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
         row = {"backbone": backbone, "folds": len(part)}
         if "input" in part:
             row["input"] = part["input"].iloc[0]
-        for level in ("crop", "sample"):
+        for level in LEVELS:
             for key in SUMMARY_METRICS:
                 values = part[f"{level}_{key}"].to_numpy(dtype=float)
                 row[f"{level}_{key}_mean"] = float(np.nanmean(values))

@@ -1,5 +1,6 @@
 """Evaluating a trained classifier on the test split: how far its figures can be trusted,
-how fast it infers, the per-sample table, and the console summary."""
+how fast it infers, the per-group table, the spread over training seeds, and the console
+summary."""
 
 from __future__ import annotations
 
@@ -9,18 +10,36 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.classify.inference import predict_proba, sample_predictions
-from pipeline.cli import console
-from pipeline.stats import sample_level
+from pipeline.classify.inference import group_predictions, predict_proba
+from pipeline.cli import console, warn
+from pipeline.stats import LEVELS, group_level
 
 
-def sample_table(predictions: pd.DataFrame, class_names: tuple[str, str], threshold: float,
-                 backbone: str) -> pd.DataFrame:
-    """predict's samples.csv columns for the test samples, plus their true `label` (the class
+def group_table(predictions: pd.DataFrame, class_names: tuple[str, str], threshold: float,
+                backbone: str) -> pd.DataFrame:
+    """predict's groups.csv columns for the test groups, plus their true `label` (the class
     name), so a reader sees which patients were called wrong."""
-    table = sample_predictions(predictions, class_names, threshold, backbone)
-    labels = sample_level(predictions).set_index("group")["label"]
-    return table.assign(label=np.asarray(class_names)[labels.loc[table["sample"]].to_numpy()])
+    table = group_predictions(predictions, class_names, threshold, backbone)
+    labels = group_level(predictions).set_index("group")["label"]
+    return table.assign(label=np.asarray(class_names)[labels.loc[table["group"]].to_numpy()])
+
+
+# The figures whose spread over training seeds the tables show beside each backbone.
+SEED_FIGURES = ("auc", "balanced_accuracy")
+
+
+def seed_spread(reports: dict[int, dict]) -> dict:
+    """{seeds, <level>_<figure>: {values, mean, sd}}: each backbone's test figures over its
+    training seeds (sd with ddof 1; None with one seed), what a difference between two
+    cells must exceed before it is more than the seed's doing."""
+    spread: dict = {"seeds": list(reports)}
+    for level in LEVELS:
+        for figure in SEED_FIGURES:
+            values = [float(report[level][figure]) for report in reports.values()]
+            spread[f"{level}_{figure}"] = {
+                "values": values, "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+    return spread
 
 # A model whose test probabilities all lie within this of each other has collapsed to one
 # output: the ordering behind its AUC is rounding noise, not a finding.
@@ -29,11 +48,11 @@ COLLAPSE_SPREAD = 1e-3
 
 def reliability(predictions: pd.DataFrame) -> dict:
     """How far the test figures can be trusted: the spread of the probabilities (collapsed
-    below COLLAPSE_SPREAD) and whether each class has the 2 samples a sample AUC needs."""
+    below COLLAPSE_SPREAD) and whether each class has the 2 groups a group AUC needs."""
     spread = float(predictions["prob"].max() - predictions["prob"].min())
     per_class = predictions.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
     return {"prob_spread": spread, "collapsed": spread < COLLAPSE_SPREAD,
-            "sample_level_estimable": bool((per_class >= 2).all())}
+            "group_level_estimable": bool((per_class >= 2).all())}
 
 
 @torch.no_grad()
@@ -61,19 +80,27 @@ def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.
 
 def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
     """The console line of a finished evaluation, and warnings a reader must not miss."""
-    c, s = metrics["crop"], metrics["sample"]
-    sample_part = (f"sample AUC {s['auc']:.3f} balanced acc {s['balanced_accuracy']:.3f} at "
-                   f"{thresholds['sample']:.3g}" if metrics["sample_level_estimable"]
-                   else "sample level not estimable")
-    console.print(f"{backbone} test: crop AUC {c['auc']:.3f} "
-                  f"[{c['auc_ci_low']:.3f}, {c['auc_ci_high']:.3f}] balanced acc "
-                  f"{c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; {sample_part} "
-                  f"({thresholds['rule']} on validation)"
+    c, g = metrics["crop"], metrics["group"]
+    group_part = (f"group AUC {g['auc']:.3f} {interval_text(g, 'auc')} balanced acc "
+                  f"{g['balanced_accuracy']:.3f} at {thresholds['group']:.3g}"
+                  if metrics["group_level_estimable"] else "group level not estimable")
+    spread = metrics["seeds"]
+    seeds = (f"; over {len(spread['seeds'])} seeds group AUC "
+             f"{spread['group_auc']['mean']:.3f} ± {spread['group_auc']['sd']:.3f}"
+             if spread["group_auc"]["sd"] is not None else "")
+    console.print(f"{backbone} test: crop AUC {c['auc']:.3f} {interval_text(c, 'auc')} "
+                  f"balanced acc {c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; "
+                  f"{group_part} ({thresholds['rule']} on validation){seeds}"
                   + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
     if metrics["collapsed"]:
-        console.print(f"[bold yellow]warning:[/] {backbone} gives every test crop nearly "
-                      f"the same probability (spread {metrics['prob_spread']:.2g}): a collapsed "
-                      "model; its AUC is not a finding", highlight=False)
-    if not metrics["sample_level_estimable"]:
-        console.print("[bold yellow]warning:[/] the test split has fewer than 2 samples of a "
-                      "class: sample-level figures are not estimable", highlight=False)
+        warn(f"{backbone} gives every test crop nearly the same probability (spread "
+             f"{metrics['prob_spread']:.2g}): a collapsed model; its AUC is not a finding")
+    if not metrics["group_level_estimable"]:
+        warn("the test split has fewer than 2 groups of a class: group-level figures are "
+             "not estimable")
+
+
+def interval_text(figures: dict, name: str) -> str:
+    """'[0.812, 0.990]' from a level's figures, or '[not estimable]'."""
+    low, high = figures.get(f"{name}_ci_low"), figures.get(f"{name}_ci_high")
+    return "[not estimable]" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"

@@ -1,7 +1,7 @@
 """Inference shared by evaluate, crossval and predict: load a trained classifier, score crops,
 choose the operating thresholds on the validation split.
 
-A crop's decision is taken from its probability in one place (`metrics.decide`), so that
+A crop's decision is taken from its probability in one place (`stats.decide`), so that
 a chosen threshold changes every caller at once.
 """
 
@@ -20,26 +20,26 @@ from pipeline.config import ClassifierParams
 from pipeline.runtime.device import autocast_for
 from pipeline.stats import (
     LEVELS,
-    aggregate_samples,
+    aggregate_groups,
     choose_threshold,
     decide,
     evaluation_report,
-    sample_level,
+    group_level,
 )
 
-__all__ = ["decide", "load_trained", "predict_proba", "sample_predictions", "score_split",
+__all__ = ["decide", "group_predictions", "load_trained", "predict_proba", "score_split",
            "validation_thresholds"]
 
 
-def sample_predictions(crops: pd.DataFrame, class_names: tuple[str, str] | list[str],
-                       threshold: float, backbone: str) -> pd.DataFrame:
-    """One row per sample of `crops` (group, prob): sample, n_crops, prob (the mean of its
+def group_predictions(crops: pd.DataFrame, class_names: tuple[str, str] | list[str],
+                      threshold: float, backbone: str) -> pd.DataFrame:
+    """One row per group of `crops` (group, prob): group, n_crops, prob (the mean of its
     crops' probabilities), prediction (a class name), threshold, backbone. evaluate and
     predict both write this table."""
-    samples = aggregate_samples(crops)
-    return pd.DataFrame({"sample": samples["group"], "n_crops": samples["n_crops"],
-                         "prob": samples["prob"],
-                         "prediction": np.asarray(class_names)[decide(samples["prob"],
+    groups = aggregate_groups(crops)
+    return pd.DataFrame({"group": groups["group"], "n_crops": groups["n_crops"],
+                         "prob": groups["prob"],
+                         "prediction": np.asarray(class_names)[decide(groups["prob"],
                                                                       threshold)],
                          "threshold": float(threshold), "backbone": backbone})
 
@@ -73,31 +73,35 @@ def load_trained(path: Path, backbone: str) -> nn.Module:
 
 def validation_thresholds(model: nn.Module, images: torch.Tensor | None,
                           rows: pd.DataFrame | None, device: torch.device,
-                          classifier: ClassifierParams) -> dict:
-    """{rule, crop, sample}: classifier.threshold applied to the validation split's crop
-    probabilities and to its samples' mean probabilities. A fixed number needs no scores
-    (`images` may then be None). The test split is never looked at here."""
+                          classifier: ClassifierParams, seed: int) -> dict:
+    """{rule, crop, group, crop_range, group_range}: classifier.threshold applied to the
+    validation split's crop probabilities and to its groups' mean probabilities (youden:
+    the median cut over resamples of the validation groups, with its 5-95% range). A fixed
+    number needs no scores (`images` may then be None). The test split is never looked at."""
     rule = classifier.threshold
     if rule != "youden":
-        return {"rule": str(rule), "crop": float(rule), "sample": float(rule)}
+        return {"rule": str(rule), "crop": float(rule), "group": float(rule),
+                "crop_range": [float(rule)] * 2, "group_range": [float(rule)] * 2}
     prob = predict_proba(model, images, device, classifier.eval_batch_size,
                          classifier.precision, classifier.channels_last)
     if not np.all(np.isfinite(prob)):
         raise PipelineError("the model gives non-finite probabilities (NaN) on the validation "
                             "split; retrain it (check the training loss curve)")
     crops = rows[["group", "label"]].reset_index(drop=True).assign(prob=prob)
-    samples = sample_level(crops)
-    return {"rule": rule,
-            "crop": choose_threshold(rule, crops["label"].to_numpy(), prob),
-            "sample": choose_threshold(rule, samples["label"].to_numpy(),
-                                       samples["prob"].to_numpy())}
+    thresholds = {"rule": rule}
+    for level in LEVELS:
+        frame = crops if level == "crop" else group_level(crops)
+        cut = choose_threshold(rule, frame["label"].to_numpy(), frame["prob"].to_numpy(),
+                               frame["group"].to_numpy(), classifier.bootstrap, seed)
+        thresholds |= {level: cut["cut"], f"{level}_range": [cut["low"], cut["high"]]}
+    return thresholds
 
 
 def score_split(model: nn.Module, images: torch.Tensor, rows: pd.DataFrame,
-                device: torch.device, classifier: ClassifierParams, seed: int,
+                device: torch.device, classifier: ClassifierParams,
                 thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Predictions (crop_id, group, label, prob, predicted) and evaluation_report of one split,
-    decided at `thresholds` ({crop, sample}; 0.5 where absent).
+    decided at `thresholds` ({crop, group}; 0.5 where absent).
 
     `images[i]` is the crop of `rows.iloc[i]`; the predictions keep that order with a fresh
     0..n-1 index, so that a prediction's index is its image's index.
@@ -106,5 +110,5 @@ def score_split(model: nn.Module, images: torch.Tensor, rows: pd.DataFrame,
     prob = predict_proba(model, images, device, classifier.eval_batch_size,
                          classifier.precision, classifier.channels_last)
     predictions = rows[["crop_id", "group", "label"]].reset_index(drop=True).assign(
-        prob=prob, predicted=decide(prob, thresholds["crop"]))
-    return predictions, evaluation_report(predictions, classifier.bootstrap, seed, thresholds)
+        prob=prob.astype(np.float64), predicted=decide(prob, thresholds["crop"]))
+    return predictions, evaluation_report(predictions, thresholds)

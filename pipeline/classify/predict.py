@@ -6,9 +6,10 @@ DIR holds sample folders (`<sample>_crops[N]_r/<crop>.tif|tiff|png`), or class f
 them (their names are ignored: predict never uses labels). Every crop goes through
 ingest's own checks and normalisation (`ingest.prepare_crop`), then the bundle's SR or
 bicubic step, its resizing and preprocessing, and its classifier. Writes OUTDIR/crops.csv
-(path, sample, prob, prediction) and OUTDIR/samples.csv (sample, n_crops, prob,
-prediction, threshold, backbone), the sample's prob being the mean of its crops' as in
-evaluate, decided at the sample threshold chosen on validation. With several bundles
+(path, group, prob, prediction) and OUTDIR/groups.csv (group, n_crops, prob, prediction,
+threshold, backbone): a group is one patient sample (all its sample folders, by the
+bundle's data.group_regex); its prob is the mean of its crops' as in evaluate, decided at
+the group threshold chosen on validation. With several bundles
 each gets its own columns (`prob_<backbone>`, ...) plus their mean (`prob_mean`, decided
 at the mean of their thresholds).
 """
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.classify.bundle import BundleClassifier, BundleError, load_bundle
-from pipeline.classify.inference import decide, sample_predictions
+from pipeline.classify.inference import decide, group_predictions
 from pipeline.cli import PipelineError, progress
 from pipeline.data.images import AboveBitDepthError, BadImageError
 from pipeline.data.ingest import prepare_crop
@@ -54,7 +55,7 @@ def find_sample_folders(input_dir: Path, group_regex: str) -> list[Path]:
 
 def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: str
                     ) -> tuple[pd.DataFrame, list[dict], dict[str, int]]:
-    """(crops: path, sample, prob), the skipped files, and files left out by extension."""
+    """(crops: path, group, prob), the skipped files, and files left out by extension."""
     bad = BadFiles(on_bad_file, "pass --on-bad-file skip")
     folders = find_sample_folders(input_dir, classifier.data.group_regex)
     found, ignored = collect_sample_crops(folders, classifier.data, bad)
@@ -66,7 +67,7 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
             return
         images = classifier.images([b[2] for b in batch], [b[3] for b in batch])
         for (path, group, _, _), prob in zip(batch, classifier.probabilities(images)):
-            rows.append({"path": path.relative_to(input_dir).as_posix(), "sample": group,
+            rows.append({"path": path.relative_to(input_dir).as_posix(), "group": group,
                          "prob": float(prob)})
         batch.clear()
 
@@ -99,7 +100,7 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
 
 def combine(per_bundle: dict[str, pd.DataFrame], bundles: dict[str, dict]
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """crops.csv and samples.csv from each bundle's crop probabilities."""
+    """crops.csv and groups.csv from each bundle's crop probabilities."""
     names = {tuple(b["class_names"]) for b in bundles.values()}
     if len(names) > 1:
         raise PipelineError(f"the bundles name their classes differently ({sorted(names)}); "
@@ -110,41 +111,39 @@ def combine(per_bundle: dict[str, pd.DataFrame], bundles: dict[str, dict]
         bundle = bundles[backbone]
         crops = crops.assign(prediction=np.asarray(class_names)[
             decide(crops["prob"], bundle["thresholds"]["crop"])])
-        samples = sample_predictions(crops.rename(columns={"sample": "group"}), class_names,
-                                     bundle["thresholds"]["sample"], backbone)
-        return crops[["path", "sample", "prob", "prediction"]], samples
+        groups = group_predictions(crops, class_names, bundle["thresholds"]["group"], backbone)
+        return crops[["path", "group", "prob", "prediction"]], groups
 
     crops = None
     for backbone, frame in per_bundle.items():
         part = frame.rename(columns={"prob": f"prob_{backbone}"})
-        crops = part if crops is None else crops.merge(part, on=["path", "sample"], how="outer")
+        crops = part if crops is None else crops.merge(part, on=["path", "group"], how="outer")
     backbones = list(per_bundle)
     # a crop one bundle left out (its own data settings refused it) has no mean
     crops["prob_mean"] = crops[[f"prob_{b}" for b in backbones]].mean(axis=1, skipna=False)
     cuts = {b: bundles[b]["thresholds"] for b in backbones}
     cuts["mean"] = {level: float(np.mean([bundles[b]["thresholds"][level] for b in backbones]))
-                    for level in ("crop", "sample")}
-    samples = None
+                    for level in ("crop", "group")}
+    groups = None
     for name in [*backbones, "mean"]:
         scored = crops[f"prob_{name}"].notna()
         crops[f"prediction_{name}"] = np.where(
             scored, np.asarray(class_names)[decide(crops[f"prob_{name}"].fillna(0.0),
                                                    cuts[name]["crop"])], "")
-        table = sample_predictions(
-            crops.dropna(subset=[f"prob_{name}"]).rename(columns={"sample": "group",
-                                                                   f"prob_{name}": "prob"}),
-            class_names, cuts[name]["sample"], name)
+        table = group_predictions(
+            crops.dropna(subset=[f"prob_{name}"]).rename(columns={f"prob_{name}": "prob"}),
+            class_names, cuts[name]["group"], name)
         table = table.drop(columns="backbone").rename(
             columns={"prob": f"prob_{name}", "prediction": f"prediction_{name}",
                      "threshold": f"threshold_{name}", "n_crops": f"n_crops_{name}"})
-        samples = table if samples is None else samples.merge(table, on="sample", how="outer")
-    samples = samples.rename(columns={"n_crops_mean": "n_crops"}).drop(
+        groups = table if groups is None else groups.merge(table, on="group", how="outer")
+    groups = groups.rename(columns={"n_crops_mean": "n_crops"}).drop(
         columns=[f"n_crops_{b}" for b in backbones])
-    ordered = ["sample", "n_crops"] + [c for c in samples.columns if c not in ("sample",
+    ordered = ["group", "n_crops"] + [c for c in groups.columns if c not in ("group",
                                                                               "n_crops")]
-    crop_columns = ["path", "sample"] + [f"{kind}_{name}" for name in [*backbones, "mean"]
+    crop_columns = ["path", "group"] + [f"{kind}_{name}" for name in [*backbones, "mean"]
                                          for kind in ("prob", "prediction")]
-    return crops[crop_columns], samples[ordered]
+    return crops[crop_columns], groups[ordered]
 
 
 def bundle_paths(given: list[Path], params_path: Path) -> list[Path]:
@@ -166,7 +165,7 @@ def bundle_paths(given: list[Path], params_path: Path) -> list[Path]:
         raise PipelineError("no bundles given (--bundle FILE, or a folder of bundles)")
     return paths
 
-OWN_OUTPUTS = {"crops.csv", "samples.csv", "bad_files.csv"}
+OWN_OUTPUTS = {"crops.csv", "groups.csv", "bad_files.csv"}
 
 
 def check_output_folder(out: Path, overwrite: bool, inputs: list[Path]) -> None:

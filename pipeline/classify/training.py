@@ -47,7 +47,9 @@ from pipeline.runtime.distributed import (
     wrap,
 )
 
-EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap"}
+# Classifier keys that do not change a training run (the number of seeds adds runs; each run's
+# own seed is in the config): a change keeps the checkpoints.
+EVAL_ONLY = {"backbones", "eval_batch_size", "bootstrap", "permutations", "seeds", "threshold"}
 
 
 @dataclasses.dataclass

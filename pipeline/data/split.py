@@ -37,7 +37,7 @@ def split_groups(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.D
         groups = np.array(sorted(group_label.index[group_label == label]))
         if len(groups) < 3:
             raise PipelineError(f"class {class_name!r} has only {len(groups)} group(s); a "
-                                "train/val/test split by sample needs at least 3 per class")
+                                "train/val/test split by group needs at least 3 per class")
         # keep two groups back so that train and validation each get one
         rest, test = _take_groups(groups, params.test_fraction, seed, "test", class_name, keep=2)
         train, val = _take_groups(rest, params.val_fraction, seed + 1, "val", class_name)
@@ -77,9 +77,9 @@ def fold_assignment(split_frame: pd.DataFrame, fold: int, val_fraction: float,
         split[split_frame["group"].isin(val)] = "val"
     return split
 
-# Below this many samples (patients) of a class in a split, its figures say little: a
-# sample-level AUC over 2 + 2 samples takes one of five values, and a test split of one
-# sample per class cannot rank anything.
+# Below this many groups (patients) of a class in a split, its figures say little: a
+# group-level AUC over 2 + 2 groups takes one of five values, and a test split of one
+# group per class cannot rank anything.
 MIN_SAMPLES_PER_CLASS = 5
 
 

@@ -1,8 +1,9 @@
-"""The SR ablation across DVC experiments: one row per dataset x backbone x input (x SR
-generator), and sr paired with raw, bicubic and hr on the same test samples, at sample
-level (DeLong, paired bootstrap) and at crop level (a paired bootstrap that draws whole
-samples, each with all its crops, since a sample's crops are correlated). The command that
-prints and writes them is pipeline.tools.ablation."""
+"""The SR ablation across DVC experiments: one row per dataset x setting x backbone x input
+(x SR generator), and sr paired with raw, bicubic and hr where the two cells share every
+other param (their setting less the input axes), at crop and group level: each AUC, the
+difference and a sign-flip permutation p-value over groups, Holm-adjusted across the
+table, and the difference of the seed means against the pooled seed-to-seed sd. The
+command that prints and writes them is pipeline.tools.ablation."""
 
 from __future__ import annotations
 
@@ -11,42 +12,34 @@ import subprocess
 from collections.abc import Callable
 
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from pipeline.io import read_crop_table
-from pipeline.reporting.experiments import Experiment, evaluation_rows, newest_per_cell
-
-# _crop_auc_per_draw and _percentile_interval are what evaluate's crop-level intervals
-# use; shared rather than rewritten, so both kinds of interval resample the same way.
-from pipeline.stats import (
-    SampleMismatchError,
-    _crop_auc_per_draw,
-    _percentile_interval,
-    paired_sample_comparison,
-    sample_level,
-    stratified_sample_draws,
+from pipeline.reporting.compare import p_text, pooled_sd, with_holm
+from pipeline.reporting.experiments import (
+    CELL,
+    Experiment,
+    evaluation_rows,
+    newest_per_cell,
+    with_interval,
+    with_spread,
 )
-
-# lr and batch size are part of a cell: the study's grid runs in the same project, and
-# an input is only compared with another trained the same way.
-CELL = ["dataset", "lr", "batch_size", "backbone", "input", "generator"]
+from pipeline.stats import LEVELS, GroupMismatchError, paired_comparison
 
 TABLE_COLUMNS = [
-    "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "lr", "batch_size",
-    "backbone", "input", "input_label", "generator",
-    "sample_auc", "sample_auc_ci_low", "sample_auc_ci_high", "sample_balanced_accuracy",
-    "sample_balanced_accuracy_ci_low", "sample_balanced_accuracy_ci_high",
-    "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high", "crop_balanced_accuracy",
-    "crop_balanced_accuracy_ci_low", "crop_balanced_accuracy_ci_high",
-    "test_samples", "experiment", "rev", "timestamp"]
+    "dataset", "raw_dir", "acquire_downsample", "manifest_sha256", "setting",
+    "ablation_setting", "lr", "batch_size", "backbone", "input", "input_label", "generator",
+    *[f"{level}_{key}" for level in LEVELS for key in (
+        "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_accuracy_ci_low",
+        "balanced_accuracy_ci_high", "auc_seed_mean", "auc_seed_sd",
+        "balanced_accuracy_seed_mean", "balanced_accuracy_seed_sd")],
+    "seeds", "test_groups", "experiment", "rev", "timestamp"]
 
 PAIRED_COLUMNS = [
-    "dataset", "lr", "batch_size", "backbone", "generator", "input_a", "input_b",
-    "experiment_a", "experiment_b",
-    "samples", "auc_a", "auc_b", "auc_difference", "difference_ci_low", "difference_ci_high",
-    "bootstrap_resamples", "delong_se", "delong_z", "delong_p_value",
-    "crops", "crop_auc_a", "crop_auc_b", "crop_auc_difference", "crop_difference_ci_low",
-    "crop_difference_ci_high", "note"]
+    "dataset", "ablation_setting", "lr", "batch_size", "backbone", "generator", "input_a",
+    "input_b", "experiment_a", "experiment_b", "groups", "crops", "permutations",
+    *[f"{level}_{key}" for level in LEVELS for key in (
+        "auc_a", "auc_b", "difference", "p_value", "p_holm", "seed_difference", "seed_sd")],
+    "note"]
 
 # What sr is tested against: the acquired crop itself (is SR worth running at all?),
 # bicubic (does the generator beat plain interpolation?) and hr (how much is left?).
@@ -56,11 +49,9 @@ PredictionsReader = Callable[[str, str], pd.DataFrame]  # (rev, backbone) -> pre
 
 
 def ablation_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
-    """One row per dataset x backbone x input x generator; and how many repeats were dropped.
-
-    A cell run more than once (a rerun, or the workspace repeating the experiment applied
-    to it) keeps the newest experiment by commit time, the workspace counting as newest.
-    """
+    """One row per cell; and how many repeats were dropped. A cell run more than once (a
+    rerun, or the workspace repeating the experiment applied to it) keeps the newest
+    experiment by commit time, the workspace counting as newest."""
     rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
     frame, duplicates = newest_per_cell(rows, CELL)
     return frame.reindex(columns=TABLE_COLUMNS), duplicates
@@ -78,71 +69,85 @@ def predictions_from_git(rev: str, backbone: str) -> pd.DataFrame:
     return read_crop_table(io.StringIO(shown.stdout))
 
 
-def paired_crop_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
-                           resamples: int, seed: int, alpha: float = 0.05) -> dict:
-    """Crop-level AUC of a against b on the same test crops, with a paired bootstrap
-    interval of the difference that resamples samples (stratified by class).
-
-    Raises SampleMismatchError when the two cover different crops, or place or label a
-    crop differently.
-    """
-    keys = ["crop_id", "group", "label"]
-    left = predictions_a.sort_values("crop_id").reset_index(drop=True)
-    right = predictions_b.sort_values("crop_id").reset_index(drop=True)
-    if len(left) != len(right) or not left[keys].equals(right[keys]):
-        only_a = sorted(set(left["crop_id"]) - set(right["crop_id"]))
-        only_b = sorted(set(right["crop_id"]) - set(left["crop_id"]))
-        detail = (f"{len(only_a)} crops only in the first, {len(only_b)} only in the second"
-                  if only_a or only_b else "the same crops in other samples or classes")
-        raise SampleMismatchError(f"different test crops ({detail})")
-    samples = sample_level(left)
-    draws, negatives = stratified_sample_draws(samples["label"].to_numpy(), resamples, seed)
-    differences = (_crop_auc_per_draw(left, samples["group"], draws, negatives)
-                   - _crop_auc_per_draw(right, samples["group"], draws, negatives))
-    interval = _percentile_interval(differences, alpha)
-    auc_a = float(roc_auc_score(left["label"], left["prob"]))
-    auc_b = float(roc_auc_score(right["label"], right["prob"]))
-    return {"crops": len(left), "crop_auc_a": auc_a, "crop_auc_b": auc_b,
-            "crop_auc_difference": auc_a - auc_b, "crop_difference_ci_low": interval.low,
-            "crop_difference_ci_high": interval.high}
-
-
-def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, resamples: int,
+def paired_table(table: pd.DataFrame, read_predictions: PredictionsReader, permutations: int,
                  seed: int) -> pd.DataFrame:
-    """sr (each generator) against each baseline input, per dataset and backbone: at
-    sample level (DeLong, paired bootstrap) and crop level (paired bootstrap)."""
+    """sr (each generator) against each baseline input trained the same way (one ablation
+    setting), per dataset and backbone, on the same test crops; Holm across the table."""
     rows = []
-    for (dataset, lr, batch_size, backbone), part in table.groupby(
-            ["dataset", "lr", "batch_size", "backbone"], sort=True):
+    for (dataset, setting, backbone), part in table.groupby(
+            ["dataset", "ablation_setting", "backbone"], sort=True):
         by_input = {source: cells for source, cells in part.groupby("input")}
-        for sr in by_input.get("sr", pd.DataFrame()).itertuples(index=False):
+        for sr in by_input.get("sr", pd.DataFrame()).to_dict("records"):
             for baseline in BASELINES:
                 if baseline not in by_input:
                     continue
                 other = by_input[baseline].iloc[0]
-                row = {"dataset": dataset, "lr": lr, "batch_size": batch_size,
-                       "backbone": backbone, "generator": sr.generator,
-                       "input_a": "sr", "input_b": baseline, "experiment_a": sr.experiment,
-                       "experiment_b": other["experiment"], "note": ""}
+                row = {"dataset": dataset, "ablation_setting": setting, "lr": sr["lr"],
+                       "batch_size": sr["batch_size"], "backbone": backbone,
+                       "generator": sr["generator"], "input_a": "sr", "input_b": baseline,
+                       "experiment_a": sr["experiment"], "experiment_b": other["experiment"],
+                       "note": ""}
                 try:
-                    predictions_sr = read_predictions(sr.rev, backbone)
-                    predictions_other = read_predictions(other["rev"], backbone)
-                    row |= paired_sample_comparison(predictions_sr, predictions_other,
-                                                    resamples, seed)
-                    row |= paired_crop_comparison(predictions_sr, predictions_other,
-                                                  resamples, seed)
-                except SampleMismatchError as exc:
+                    row |= paired_comparison(read_predictions(sr["rev"], backbone),
+                                             read_predictions(other["rev"], backbone),
+                                             permutations, seed)
+                except GroupMismatchError as exc:
                     row["note"] = f"not paired: {exc}; the two ran on different test splits"
-                except (ValueError, OSError) as exc:  # too few samples, predictions missing
+                except (ValueError, OSError) as exc:  # too few groups, predictions missing
                     row["note"] = f"not tested: {exc}"
+                for level in LEVELS:
+                    row[f"{level}_seed_difference"] = (sr[f"{level}_auc_seed_mean"]
+                                                       - other[f"{level}_auc_seed_mean"])
+                    row[f"{level}_seed_sd"] = pooled_sd(
+                        *(None if pd.isna(v) else v for v in (sr[f"{level}_auc_seed_sd"],
+                                                              other[f"{level}_auc_seed_sd"])))
                 rows.append(row)
-    # Counts stay integers in the CSV although a row that could not be paired has none.
-    counts = {"samples": "Int64", "crops": "Int64", "bootstrap_resamples": "Int64"}
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype(counts)
+    counts = {"groups": "Int64", "crops": "Int64", "permutations": "Int64"}
+    return with_holm(pd.DataFrame(rows, columns=PAIRED_COLUMNS).astype(counts))
 
 
 def run_ablation(experiments: list[Experiment], read_predictions: PredictionsReader,
-                 resamples: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+                 permutations: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(table, paired, duplicates dropped) for the finished experiments."""
     table, duplicates = ablation_table(experiments)
-    return table, paired_table(table, read_predictions, resamples, seed), duplicates
+    return table, paired_table(table, read_predictions, permutations, seed), duplicates
+
+
+def readable_cells(part: pd.DataFrame) -> pd.DataFrame:
+    """One dataset's cells with human headers: figures of the first seed's model with their
+    95% intervals, and the group AUC's mean and sd over the seeds."""
+    return pd.DataFrame({
+        "Backbone": part["backbone"], "Input": part["input_label"].fillna(part["input"]),
+        "Generator": part["generator"].fillna("").replace("", "-"),
+        "Group AUC [95% CI]": part.apply(lambda r: with_interval(r, "group_auc"), axis=1),
+        "Group bal. acc. [95% CI]": part.apply(
+            lambda r: with_interval(r, "group_balanced_accuracy"), axis=1),
+        "Crop AUC [95% CI]": part.apply(lambda r: with_interval(r, "crop_auc"), axis=1),
+        "Group AUC over seeds": part.apply(lambda r: with_spread(r, "group_auc"), axis=1),
+        "Test groups": part["test_groups"], "Experiment": part["experiment"]})
+
+
+def readable_pairs(rows: pd.DataFrame) -> pd.DataFrame:
+    """sr against each baseline with human headers: difference, p and Holm's p per level,
+    and the seed-mean difference beside the pooled seed sd."""
+    def level_text(row, level: str) -> str:
+        if pd.isna(row[f"{level}_difference"]):
+            return ""
+        return (f"{row[f'{level}_difference']:+.3f} (p {p_text(row[f'{level}_p_value'])}, "
+                f"Holm {p_text(row[f'{level}_p_holm'])})")
+
+    def seed_text(row) -> str:
+        sd = row["group_seed_sd"]
+        if pd.isna(row["group_seed_difference"]):
+            return ""
+        return f"{row['group_seed_difference']:+.3f}" + ("" if pd.isna(sd) else f" (sd {sd:.3f})")
+
+    return pd.DataFrame({
+        "Backbone": rows["backbone"],
+        "Comparison": "sr (" + rows["generator"].fillna("").astype(str) + ") vs "
+                      + rows["input_b"].astype(str),
+        "Groups": rows["groups"],
+        "Group AUC difference": rows.apply(lambda r: level_text(r, "group"), axis=1),
+        "Crop AUC difference": rows.apply(lambda r: level_text(r, "crop"), axis=1),
+        "Group AUC, seed means": rows.apply(seed_text, axis=1),
+        "Note": rows["note"].fillna("")})

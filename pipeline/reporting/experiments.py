@@ -23,10 +23,19 @@ from pipeline.reporting.labels import input_label
 # is unfinished, and a failed one carries the workspace's metrics from when it was queued.
 NOT_FINISHED = ("queued", "running", "failed")
 
-LEVELS = ("crop", "sample")
+LEVELS = ("crop", "group")
 
 FIGURES = ("auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_accuracy_ci_low",
            "balanced_accuracy_ci_high")
+
+# Params that do not change a trained model's test figures: where outputs go, how work is
+# scheduled or batched at inference, which other backbones ran, new-patient folders. Every
+# other key of params.yaml is part of a cell's setting (tests/test_ablation_grid.py changes
+# each one and checks that the setting changes).
+NOT_IN_SETTING = ("profile", "device", "distributed", "predict", "classifier.backbones",
+                  "classifier.eval_batch_size", "classifier.compile", "classifier.permutations",
+                  "sr.infer_batch", "sr.tile", "sr.tile_overlap", "sr.checkpoint_every",
+                  "sr.min_gain_db", "demo")
 
 
 @dataclass(frozen=True)
@@ -131,26 +140,63 @@ def dataset_of(experiment: Experiment) -> dict:
             "manifest_sha256": digest}
 
 
+def flat_params(params: dict, prefix: str = "") -> dict:
+    """{"sr": {"scale": 4}} -> {"sr.scale": 4}."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat |= flat_params(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def setting_key(params: dict, free: tuple[str, ...] = ()) -> str:
+    """A short hash of every param that changes a cell's figures, less the `free` ones (a
+    table's own axes): two cells with one key differ in those axes only."""
+    import hashlib
+    import json
+
+    skipped = NOT_IN_SETTING + free
+    kept = {key: value for key, value in sorted(flat_params(params).items())
+            if not any(key == s or key.startswith(s + ".") for s in skipped)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# A table's axes: the grid varies lr and batch size, the ablation the classifier's input.
+GRID_AXES = ("lr", "batch_size")
+ABLATION_AXES = ("classifier.input", "sr.generator")
+
+
 def evaluation_rows(experiment: Experiment) -> list[dict]:
-    """One row per evaluated backbone: its cell, dataset, lr, batch size and test figures."""
+    """One row per evaluated backbone: its setting (every param that changes its figures),
+    the same less each table's axes, its dataset, lr, batch size and test figures with their
+    intervals and their mean and sd over the training seeds."""
     params = experiment.params
     classifier, sr = params.get("classifier") or {}, params.get("sr") or {}
     rows = []
     for path, metrics in experiment.metrics.items():
         parts = Path(path).parts
-        if len(parts) != 4 or parts[:2] != ("reports", "eval") or "sample" not in metrics:
+        if len(parts) != 4 or parts[:2] != ("reports", "eval") or "group" not in metrics:
             continue
-        # What was evaluated is in the metrics; params are the fallback for older runs.
+        # What was evaluated is in the metrics; params are the fallback.
         source = metrics.get("input") or classifier.get("input")
         generator = metrics.get("generator") or sr.get("generator") or "not recorded"
         row = dataset_of(experiment) | {
             "backbone": parts[2], "input": source, "generator": generator if source == "sr"
-            else "", "lr": params.get("lr"), "batch_size": params.get("batch_size")}
+            else "", "lr": params.get("lr"), "batch_size": params.get("batch_size"),
+            "setting": setting_key(params), "grid_setting": setting_key(params, GRID_AXES),
+            "ablation_setting": setting_key(params, ABLATION_AXES)}
         for level in LEVELS:
             row |= {f"{level}_{key}": (metrics.get(level) or {}).get(key, np.nan)
                     for key in FIGURES}
+            for figure in ("auc", "balanced_accuracy"):
+                spread = (metrics.get("seeds") or {}).get(f"{level}_{figure}") or {}
+                row[f"{level}_{figure}_seed_mean"] = spread.get("mean", np.nan)
+                row[f"{level}_{figure}_seed_sd"] = spread.get("sd", np.nan)
         sr_metrics = experiment.metrics.get("reports/sr/metrics.json") or {}
-        row |= {"test_samples": metrics.get("test_samples"), "experiment": experiment.name,
+        row |= {"seeds": len((metrics.get("seeds") or {}).get("seeds", [])) or 1,
+                "test_groups": metrics.get("test_groups"), "experiment": experiment.name,
                 "rev": experiment.rev, "timestamp": experiment.timestamp,
                 "input_label": input_label(source, sr_metrics.get("sr_better_than_bicubic"))}
         rows.append(row)
@@ -168,13 +214,14 @@ def newest_per_cell(rows: list[dict], cell: list[str]) -> tuple[pd.DataFrame, in
     kept = newest_first.drop_duplicates(cell, keep="first").drop(columns="_order")
     return kept.sort_values(cell, kind="stable").reset_index(drop=True), len(frame) - len(kept)
 
-GRID_CELL = ["dataset", "backbone", "input", "generator", "lr", "batch_size"]
+# A cell is a backbone at one setting; the readable columns come along for the tables.
+CELL = ["dataset", "setting", "backbone"]
 
 
 def grid_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
-    """One row per dataset, backbone, input, lr and batch size, crop and sample figures."""
+    """One row per cell (dataset, setting, backbone) with crop and group figures."""
     rows = [row for experiment in experiments for row in evaluation_rows(experiment)]
-    return newest_per_cell(rows, GRID_CELL)
+    return newest_per_cell(rows, CELL)
 
 
 def format_lr(lr: float) -> str:
@@ -183,8 +230,19 @@ def format_lr(lr: float) -> str:
 
 
 def with_interval(row, key: str) -> str:
-    """'0.912 [0.850, 0.970]'; the value alone where an older evaluation wrote no interval."""
+    """'0.912 [0.850, 0.970]', '0.912 [not estimable]' where the evaluation found none."""
     value, low, high = row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]
     if pd.isna(value):
         return ""
-    return f"{value:.3f}" + ("" if pd.isna(low) or pd.isna(high) else f" [{low:.3f}, {high:.3f}]")
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.3f} [not estimable]"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def with_spread(row, key: str) -> str:
+    """'0.905 ± 0.012 (3 seeds)' from a row's seed mean and sd of `key`."""
+    mean, sd = row.get(f"{key}_seed_mean"), row.get(f"{key}_seed_sd")
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.3f}" + ("" if sd is None or pd.isna(sd) else f" ± {sd:.3f}") + \
+        f" ({int(row.get('seeds') or 1)} seeds)"

@@ -50,6 +50,11 @@ def _img_file(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
+# The unit of every split, interval and test, said once where the report first counts it.
+GROUP_WORD = ("A <b>group</b> is one patient sample: all crop folders of one sample "
+              "(<code>SD003_17_crops_r</code>, <code>SD003_17_crops2_r</code>).")
+
+
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     table = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0,
                           escape=True, na_rep="")
@@ -62,15 +67,15 @@ def dataset_section(reports: Path) -> str:
     classes = sorted({k.split("_", 2)[2] for k in split if k.startswith("train_crops_")})
     rows = []
     for class_name in classes:
-        row = {"class": class_name}
+        row = {"Class": class_name}
         for part in ("train", "val", "test"):
-            row[f"{part} crops"] = split.get(f"{part}_crops_{class_name}")
-            row[f"{part} samples"] = split.get(f"{part}_groups_{class_name}")
+            row[f"{part.capitalize()} crops"] = split.get(f"{part}_crops_{class_name}")
+            row[f"{part.capitalize()} groups"] = split.get(f"{part}_groups_{class_name}")
         rows.append(row)
-    text = (f"<p>{ingest.get('crops')} crops from {ingest.get('groups')} samples "
+    text = (f"<p>{ingest.get('crops')} crops from {ingest.get('groups')} groups "
             f"(positive class: <b>{html.escape(str(ingest.get('positive_class')))}</b>); "
-            f"{ingest.get('skipped_files', 0)} files skipped. Samples never cross splits "
-            f"(samples in two splits: {split.get('groups_in_two_splits')}).</p>")
+            f"{ingest.get('skipped_files', 0)} files skipped. {GROUP_WORD} Groups never cross "
+            f"splits (groups in two splits: {split.get('groups_in_two_splits')}).</p>")
     return "<h2>Data</h2>" + text + _table(pd.DataFrame(rows))
 
 
@@ -151,7 +156,7 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.stats import decide, sample_level
+    from pipeline.stats import decide, group_level
 
     split = reports.parent / "data" / "split" / "split.csv"
     names = ["negative", "positive"]
@@ -167,10 +172,10 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
             continue
         crops = read_crop_table(path)  # `predicted` is at the crop threshold
         thresholds = read_json(path.parent / "metrics.json")["threshold"]
-        samples = sample_level(crops)
-        samples["predicted"] = decide(samples["prob"], thresholds["sample"])
-        cuts = {"crops": thresholds["crop"], "samples": thresholds["sample"]}
-        for row, (level, frame) in enumerate((("crops", crops), ("samples", samples))):
+        groups = group_level(crops)
+        groups["predicted"] = decide(groups["prob"], thresholds["group"])
+        cuts = {"crops": thresholds["crop"], "groups": thresholds["group"]}
+        for row, (level, frame) in enumerate((("crops", crops), ("groups", groups))):
             matrix = pd.crosstab(frame["label"], frame["predicted"]).reindex(
                 index=[0, 1], columns=[0, 1], fill_value=0).to_numpy()
             ax = axes[row][column]
@@ -186,28 +191,27 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
 
 
 def comparison_section(reports: Path) -> str:
-    out = "<h2>Backbones on the held-out test samples</h2>"
+    from pipeline.reporting.compare import readable_paired, readable_table
+
+    out = "<h2>Backbones on the held-out test groups</h2>"
     table = reports / "compare" / "table.csv"
     if table.is_file():
-        frame = pd.read_csv(table)
-        keep = ["backbone", "input", "crop_auc", "crop_auc_ci_low", "crop_auc_ci_high",
-                "crop_threshold", "crop_accuracy", "crop_balanced_accuracy",
-                "crop_balanced_accuracy_at_0_5", "crop_sensitivity", "crop_specificity",
-                "sample_auc", "sample_threshold", "sample_accuracy",
-                "sample_balanced_accuracy", "sample_balanced_accuracy_at_0_5", "train_seconds",
-                "peak_memory_mb", "params_millions", "infer_ms_per_image", "caveat"]
-        if "caveat" in frame:
-            frame["caveat"] = frame["caveat"].fillna("")
-        if "threshold_rule" in frame:
-            rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
-            out += (f"<p class='note'>Thresholds (crop_threshold, sample_threshold) chosen on "
-                    f"the validation split by rule <code>{html.escape(rules)}</code>; the "
-                    "thresholded figures are taken there, *_at_0_5 at 0.5.</p>")
-        out += _table(frame[[c for c in keep if c in frame]])
+        frame = pd.read_csv(table, keep_default_na=False, na_values=[""])
+        frame["caveat"] = frame["caveat"].fillna("")
+        rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
+        out += (f"<p class='note'>Figures of each backbone's first training seed, with 95% "
+                f"intervals that count groups, not crops (AUC: Hanley-McNeil score interval "
+                f"at group level, clustered DeLong at crop level; proportions: Wilson). The "
+                f"cut is chosen on the validation groups by rule <code>{html.escape(rules)}"
+                "</code>; table.csv has every figure, the cuts' ranges and the figures at "
+                "0.5.</p>")
+        out += _table(readable_table(frame.replace({float("nan"): None})))
     paired = reports / "compare" / "paired.csv"
     if paired.is_file() and paired.stat().st_size > 1:
-        out += "<h3>Paired comparisons (sample level, DeLong and paired bootstrap)</h3>"
-        out += _table(pd.read_csv(paired))
+        rows = pd.read_csv(paired)
+        if not rows.empty:
+            out += ("<h3>Paired comparisons (same test groups; sign-flip permutation over "
+                    "groups, Holm across the table)</h3>" + _table(readable_paired(rows)))
     out += _img_file(reports / "compare" / "roc_overlay.png", "ROC curves")
     return out
 
@@ -227,17 +231,13 @@ def crossval_section(reports: Path) -> str:
     frame = pd.read_csv(summary) if summary.is_file() else pd.DataFrame()
     if frame.empty:  # split.folds: 0
         return ""
-    return "<h2>Cross-validation by sample (mean ± sd over folds)</h2>" + _table(frame)
-
-
-def _intervals(frame: pd.DataFrame, key: str) -> pd.Series:
-    from pipeline.reporting.experiments import with_interval
-
-    return frame.apply(lambda row: with_interval(row, key), axis=1)
+    return "<h2>Cross-validation by group (mean ± sd over folds)</h2>" + _table(frame)
 
 
 def ablation_section(reports: Path) -> str:
-    """The SR ablation written by `python -m pipeline.ablation`, one table per dataset."""
+    """The SR ablation written by `python -m pipeline.tools.ablation`, one table per dataset."""
+    from pipeline.reporting.ablation import readable_cells, readable_pairs
+
     path, paired_path = reports / "ablation" / "table.csv", reports / "ablation" / "paired.csv"
     if not path.is_file():
         return ""
@@ -246,41 +246,16 @@ def ablation_section(reports: Path) -> str:
               if paired_path.is_file() and paired_path.stat().st_size > 1 else pd.DataFrame())
     out = ("<h2>Does SR help? (ablation)</h2><p class='note'>The same backbones trained on "
            "each input (raw acquired crops, bicubic, SR, the original hr crops), tested on "
-           "held-out samples; 95% intervals from a bootstrap over samples. The paired "
-           "comparisons set SR against raw, bicubic and hr on the same test samples: "
-           "sample-level AUC (DeLong; paired bootstrap) and crop-level AUC (paired "
-           "bootstrap over samples, each drawn sample with all its crops).</p>")
+           "held-out groups; 95% intervals count groups. The paired comparisons set SR "
+           "against raw, bicubic and hr trained the same way, on the same test groups: the "
+           "AUC difference at group and crop level with a sign-flip permutation over groups "
+           "(Holm-adjusted across the table), and the difference of the seed means beside "
+           "the seed-to-seed sd.</p>")
     for dataset, part in table.groupby("dataset", sort=True):
-        shown = pd.DataFrame({
-            "backbone": part["backbone"], "input": part["input"],
-            "generator": part["generator"].fillna(""),
-            "sample AUC [95% CI]": _intervals(part, "sample_auc"),
-            "sample bal. acc. [95% CI]": _intervals(part, "sample_balanced_accuracy"),
-            "crop AUC [95% CI]": _intervals(part, "crop_auc"),
-            "crop bal. acc. [95% CI]": _intervals(part, "crop_balanced_accuracy"),
-            "test samples": part["test_samples"], "experiment": part["experiment"]})
-        out += f"<h3>Data: {html.escape(str(dataset))}</h3>" + _table(shown)
-        if paired.empty:
-            continue
-        rows = paired[paired["dataset"] == dataset]
-        if rows.empty:
-            continue
-        difference, crop_difference = (
-            rows.apply(lambda r, key=key, ci=ci: "" if pd.isna(r[key]) else
-                       f"{r[key]:+.3f} [{r[ci + '_low']:+.3f}, {r[ci + '_high']:+.3f}]",
-                       axis=1)
-            for key, ci in (("auc_difference", "difference_ci"),
-                            ("crop_auc_difference", "crop_difference_ci")))
-        p_value = rows["delong_p_value"].map(
-            lambda p: "not estimable" if pd.isna(p) else f"{p:.3g}")
-        out += _table(pd.DataFrame({
-            "backbone": rows["backbone"],
-            "comparison": "sr (" + rows["generator"].fillna("").astype(str) + ") vs " +
-                          rows["input_b"].astype(str),
-            "samples": rows["samples"], "sample AUC difference [95% CI]": difference,
-            "DeLong p": p_value.where(rows["note"].fillna("") == "", ""),
-            "crop AUC difference [95% CI]": crop_difference,
-            "note": rows["note"].fillna("")}))
+        out += f"<h3>Data: {html.escape(str(dataset))}</h3>" + _table(readable_cells(part))
+        rows = paired[paired["dataset"] == dataset] if not paired.empty else paired
+        if not rows.empty:
+            out += _table(readable_pairs(rows))
     return out
 
 
@@ -290,6 +265,8 @@ def experiments_section() -> str:
         experiments_from_dvc,
         format_lr,
         grid_table,
+        with_interval,
+        with_spread,
     )
 
     try:
@@ -299,11 +276,14 @@ def experiments_section() -> str:
     frame, duplicates = grid_table(collected.finished)
     if frame.empty or frame[["lr", "batch_size"]].drop_duplicates().shape[0] < 2:
         return ""
-    shown = frame[["dataset", "backbone", "input", "generator", "lr", "batch_size",
-                   "crop_auc", "crop_balanced_accuracy", "sample_auc",
-                   "sample_balanced_accuracy", "experiment"]].copy()
-    shown["lr"] = shown["lr"].map(format_lr)  # 0.0001 as written, not 0.000
-    return ("<h2>lr x batch_size grid (test AUC and balanced accuracy, crop and sample level)"
+    shown = pd.DataFrame({
+        "Data": frame["dataset"], "Backbone": frame["backbone"], "Input": frame["input_label"],
+        "lr": frame["lr"].map(format_lr), "Batch": frame["batch_size"],  # 0.0001, not 0.000
+        "Group AUC [95% CI]": frame.apply(lambda r: with_interval(r, "group_auc"), axis=1),
+        "Crop AUC [95% CI]": frame.apply(lambda r: with_interval(r, "crop_auc"), axis=1),
+        "Group AUC over seeds": frame.apply(lambda r: with_spread(r, "group_auc"), axis=1),
+        "Experiment": frame["experiment"]})
+    return ("<h2>lr x batch_size grid (test AUC, group and crop level)"
             f"</h2><p class='note'>{html.escape(describe_left_out(collected.left_out))}; "
             f"{duplicates} repeated cells: the newest kept.</p>" + _table(shown))
 
@@ -319,7 +299,7 @@ def build_report(reports: Path, split: Path, backbones: list[str],
     body = "\n".join(s for s in sections if s)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>TDP-43 pipeline report"
             f"</title><style>{STYLE}</style></head><body><h1>TDP-43 classification: pipeline "
-            f"report</h1><p class='note'>All figures come from held-out test samples unless "
+            f"report</h1><p class='note'>All figures come from held-out test groups unless "
             f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
             f"correct at the threshold chosen on the validation split (named in the "
             f"tables).</p>{body}</body></html>\n")

@@ -1,5 +1,5 @@
 """Compare backbones on the held-out test split: one table (CSV, Markdown, console), paired
-tests on the same samples, and a ROC overlay."""
+tests over the same test groups, and a ROC overlay."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pipeline.reporting.compare import (
     paired_comparisons,
     plot_roc_overlay,
     print_comparison,
+    readable_paired,
+    readable_table,
 )
 
 
@@ -22,17 +24,15 @@ def main() -> None:
     params = load_params(args.params)
     backbones = params.classifier.backbones
     frame = comparison_table(args.eval_dir, backbones, read_json(args.sr_metrics))
-    paired = paired_comparisons(args.eval_dir, backbones, params.classifier.bootstrap,
+    paired = paired_comparisons(args.eval_dir, backbones, params.classifier.permutations,
                                 params.seed)
     write_csv_atomic(args.out / "table.csv", frame)
     write_csv_atomic(args.out / "paired.csv", paired)
-    write_text_atomic(args.out / "table.md", markdown_table(frame) + (
-        "\n## Paired comparisons (same test samples)\n\n" + markdown_table(paired) +
-        "\nEmpty DeLong z and p: the variance of the difference is zero (not estimable).\n"
-        if not paired.empty else ""))
+    paired_text = markdown_table(readable_paired(paired)) if not paired.empty else ""
+    write_text_atomic(args.out / "table.md", markdown_table(readable_table(frame)) + (
+        "\n## Paired comparisons (same test groups)\n\n" + paired_text if paired_text else ""))
     plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
-    print_comparison(frame, paired, params.classifier.threshold)
-
+    print_comparison(frame, paired)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Cross-validation by sample: k StratifiedGroupKFold folds, each trained and tested.
+"""Cross-validation by group: k StratifiedGroupKFold folds, each trained and tested.
 
 Folds come from the split stage (split.folds); 0 folds means this stage records nothing.
 With classifier.input sr the folds read bicubic images (classify.crossval says why).
@@ -44,15 +44,15 @@ def main() -> None:
         for fold in range(params.split.folds):
             rows.append(run_fold(backbone, fold, split_frame, args.crops, params, device,
                                  args.checkpoints))
-            console.print(f"crossval {backbone} fold {fold}: sample AUC "
-                          f"{rows[-1]['sample_auc']:.3f}, crop AUC {rows[-1]['crop_auc']:.3f}")
+            console.print(f"crossval {backbone} fold {fold}: group AUC "
+                          f"{rows[-1]['group_auc']:.3f}, crop AUC {rows[-1]['crop_auc']:.3f}")
     folds = pd.DataFrame(rows)
     summary = summarise(folds)
     write_csv_atomic(args.out / "folds.csv", folds)
     write_csv_atomic(args.out / "summary.csv", summary)
     for row in summary.itertuples(index=False):
-        console.print(f"{row.backbone}: sample AUC {row.sample_auc_mean:.3f} ± "
-                      f"{row.sample_auc_sd:.3f}, crop AUC {row.crop_auc_mean:.3f} ± "
+        console.print(f"{row.backbone}: group AUC {row.group_auc_mean:.3f} ± "
+                      f"{row.group_auc_sd:.3f}, crop AUC {row.crop_auc_mean:.3f} ± "
                       f"{row.crop_auc_sd:.3f} over {row.folds} folds")
 
 

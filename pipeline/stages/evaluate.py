@@ -1,17 +1,24 @@
-"""Evaluate one trained backbone on the test split: crop- and sample-level metrics at the
-thresholds chosen on the validation split (classifier.threshold), and at 0.5."""
+"""Evaluate one trained backbone on the test split: crop- and group-level metrics with 95%
+intervals at the thresholds chosen on the validation split (classifier.threshold), at 0.5,
+and their spread over the backbone's training seeds."""
 
 from __future__ import annotations
 
 import torch
 
-from pipeline.classify.evaluation import inference_speed, print_summary, reliability, sample_table
+from pipeline.classify.evaluation import (
+    group_table,
+    inference_speed,
+    print_summary,
+    reliability,
+    seed_spread,
+)
 from pipeline.classify.explain import class_names_from, save_gradcam_grid
 from pipeline.classify.images import load_classifier_images, split_subset
 from pipeline.classify.inference import load_trained, score_split, validation_thresholds
 from pipeline.classify.preprocess import describe
 from pipeline.cli import stage_main, stage_parser
-from pipeline.config import load_params
+from pipeline.config import load_params, seed_runs
 from pipeline.environment import write_environment
 from pipeline.io import read_crop_table, read_json, write_csv_atomic, write_json_atomic
 from pipeline.runtime.device import effective_precision, resolve_device
@@ -24,7 +31,7 @@ FROM_TRAINING = ("train_seconds", "peak_memory_mb", "params_millions", "pretrain
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "model", "train-metrics", "split", "crops", "sr",
+    parser = stage_parser(__doc__, "model-dir", "train-metrics", "split", "crops", "sr",
                           ("out", "reports/eval/<backbone>"), environment=True)
     parser.add_argument("--backbone", required=True)
     args = parser.parse_args()
@@ -35,30 +42,38 @@ def main() -> None:
     test = split_subset(split_frame, "test")
     images = load_classifier_images(params, cp.input, args.crops, args.sr,
                                     test["crop_id"].tolist(), device)
-    model = load_trained(args.model, args.backbone).to(device)
-    if cp.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     val = val_images = None
     if cp.threshold == "youden":
         val = split_subset(split_frame, "val", hint="or set classifier.threshold to a number")
         val_images = load_classifier_images(params, cp.input, args.crops, args.sr,
                                             val["crop_id"].tolist(), device)
-    thresholds = validation_thresholds(model, val_images, val, device, cp)
-    predictions, report = score_split(model, images, test, device, cp, params.seed, thresholds)
+    runs = {}  # seed -> (model, thresholds, predictions, report); the first seed's is shown
+    for seed, model_file in seed_runs(params):
+        model = load_trained(args.model_dir / model_file, args.backbone).to(device)
+        if cp.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        thresholds = validation_thresholds(model, val_images, val, device, cp, seed)
+        runs[seed] = (model, thresholds, *score_split(model, images, test, device, cp,
+                                                      thresholds))
+    model, thresholds, predictions, report = next(iter(runs.values()))
     trained = read_json(args.train_metrics)
     metrics = {"backbone": args.backbone, "input": cp.input, "threshold": thresholds,
                "preprocess": describe(params.preprocess),
                "generator": params.sr.generator if cp.input == "sr" else None, **report,
+               "seeds": seed_spread({seed: run[3] for seed, run in runs.items()}),
                **{key: trained[key] for key in FROM_TRAINING},
                **inference_speed(model, images, device, cp.eval_batch_size, cp.precision,
                                  cp.channels_last),
                "precision": effective_precision(cp.precision, device),
-               "test_crops": len(test), "test_samples": int(test["group"].nunique()),
+               "test_crops": len(test), "test_groups": int(test["group"].nunique()),
                **reliability(predictions)}
     class_names = class_names_from(test)
     write_csv_atomic(args.out / "predictions.csv", predictions)
-    write_csv_atomic(args.out / "samples.csv", sample_table(
-        predictions, class_names, thresholds["sample"], args.backbone))
+    write_csv_atomic(args.out / "seed_predictions.csv", predictions[["crop_id", "group",
+                                                                      "label"]].assign(
+        **{f"prob_seed{seed}": run[2]["prob"] for seed, run in runs.items()}))
+    write_csv_atomic(args.out / "groups.csv", group_table(
+        predictions, class_names, thresholds["group"], args.backbone))
     save_gradcam_grid(model, args.backbone, images, predictions, class_names,
                       args.out / "gradcam.png", device, thresholds["crop"])
     write_json_atomic(args.out / "roc.json", {"roc": roc_points(

@@ -42,10 +42,10 @@ def main() -> None:
     write_json_atomic(args.metrics, {"backbone": args.backbone, "bundle_mb": size_mb,
                                      "input": bundle["input"],
                                      "threshold_crop": bundle["thresholds"]["crop"],
-                                     "threshold_sample": bundle["thresholds"]["sample"]})
+                                     "threshold_group": bundle["thresholds"]["group"]})
     console.print(f"export: {args.out} ({size_mb} MB, input {bundle['input']}, thresholds "
-                  f"crop {bundle['thresholds']['crop']:.3g} / sample "
-                  f"{bundle['thresholds']['sample']:.3g})")
+                  f"crop {bundle['thresholds']['crop']:.3g} / group "
+                  f"{bundle['thresholds']['group']:.3g})")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@
 DIR holds sample folders (`<sample>_crops[N]_r/<crop>.tif|tiff|png`), or class folders of
 them (their names are ignored: predict never uses labels). Every crop goes through
 ingest's own checks and normalisation, then the bundle's SR or bicubic step, its resizing
-and preprocessing, and its classifier. Writes OUTDIR/crops.csv (path, sample, prob,
-prediction) and OUTDIR/samples.csv (sample, n_crops, prob, prediction, threshold,
-backbone), the sample's prob being the mean of its crops' as in evaluate, decided at the
-sample threshold chosen on validation. With several bundles each gets its own columns
-(`prob_<backbone>`, ...) plus their mean (`prob_mean`, decided at the mean of their
-thresholds).
+and preprocessing, and its classifier. Writes OUTDIR/crops.csv (path, group, prob,
+prediction) and OUTDIR/groups.csv (group, n_crops, prob, prediction, threshold, backbone):
+a group is one patient sample, all its sample folders; its prob is the mean of its crops'
+as in evaluate, decided at the group threshold chosen on validation. With several bundles
+each gets its own columns (`prob_<backbone>`, ...) plus their mean (`prob_mean`, decided at
+the mean of their thresholds).
 """
 
 from __future__ import annotations
@@ -53,20 +53,20 @@ def main() -> None:
     per_bundle, problems, ignored = classify_with_each(classifiers, args.input,
                                                        args.on_bad_file)
     seconds = time.perf_counter() - started
-    crops, samples = combine(per_bundle, bundles)
+    crops, groups = combine(per_bundle, bundles)
     with staged_directory(args.out) as staging:
         write_csv_atomic(staging / "crops.csv", crops)
-        write_csv_atomic(staging / "samples.csv", samples)
+        write_csv_atomic(staging / "groups.csv", groups)
         if problems:
             write_csv_atomic(staging / "bad_files.csv",
                              pd.DataFrame(problems, columns=["path", "problem", "backbones"]))
     left_out = ", ".join(f"{n} {ext}" for ext, n in sorted(ignored.items()))
-    console.print(f"predict: {len(crops)} crops of {len(samples)} samples with "
+    console.print(f"predict: {len(crops)} crops of {len(groups)} groups with "
                   f"{', '.join(bundles)} on {device}: "
                   f"{len(crops) * len(bundles) / max(seconds, 1e-9):.1f} crops/s; "
                   f"{len(problems)} bad files skipped"
                   + (f", left out by extension: {left_out}" if left_out else "")
-                  + f" -> {args.out}/samples.csv")
+                  + f" -> {args.out}/groups.csv")
 
 
 if __name__ == "__main__":

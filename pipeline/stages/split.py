@@ -32,7 +32,7 @@ def main() -> None:
     console.print(f"split: {metrics}")
     small = small_splits(frame)
     if small:
-        warn(f"fewer than {MIN_SAMPLES_PER_CLASS} samples per class in {', '.join(small)}; "
+        warn(f"fewer than {MIN_SAMPLES_PER_CLASS} groups per class in {', '.join(small)}; "
              "figures from so few patients are not findings (see the README's minimum)")
 
 

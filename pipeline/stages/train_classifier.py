@@ -1,10 +1,13 @@
 """Train one backbone (ALS vs control) on the augmented training set; pick the epoch by val AUC.
 
 The best epoch is chosen on the validation split (groups never seen in training), never
-on training accuracy, which the study reported as a result.
+on training accuracy, which the study reported as a result. classifier.seeds runs with
+seeds seed, seed + 1, ... show how much of a result is the seed's.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pandas as pd
 import torch
@@ -12,7 +15,7 @@ import torch
 from pipeline.classify.images import load_classifier_images, split_subset
 from pipeline.classify.training import train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
-from pipeline.config import classifier_image_size, load_params
+from pipeline.config import classifier_image_size, load_params, seed_runs
 from pipeline.data.images import from_uint16
 from pipeline.environment import write_environment
 from pipeline.io import (
@@ -29,7 +32,7 @@ from pipeline.runtime.distributed import init_distributed, run_under_torchrun, s
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "augmented", "split", "crops", "sr", "model", "checkpoints",
+    parser = stage_parser(__doc__, "augmented", "split", "crops", "sr", "model-dir", "checkpoints",
                           "metrics", "curves", environment=True)
     parser.add_argument("--backbone", required=True)
     args = parser.parse_args()
@@ -48,22 +51,35 @@ def main() -> None:
     if train_images.shape[-1] != classifier_image_size(params):
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     prepare_checkpoint_dir(args.checkpoints)
-    result = train_classifier(args.backbone, train_images, train_labels, val_images,
-                              val["label"].to_numpy(copy=True), params, device,
-                              args.checkpoints, context=context)
+    results = {}
+    for seed, model_file in seed_runs(params):  # each run resumes from its own checkpoint
+        result = train_classifier(args.backbone, train_images, train_labels, val_images,
+                                  val["label"].to_numpy(copy=True),
+                                  dataclasses.replace(params, seed=seed), device,
+                                  args.checkpoints, context=context)
+        if context.is_main:
+            save_torch_atomic(args.model_dir / model_file, {
+                "model": result["best_state"], "backbone": args.backbone, "seed": seed,
+                "best_epoch": result["metrics"]["best_epoch"]})
+        results[seed] = result
     shutdown(context)
     if not context.is_main:
         console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")
         return
-    save_torch_atomic(args.model, {"model": result["best_state"], "backbone": args.backbone,
-                                   "best_epoch": result["metrics"]["best_epoch"]})
-    write_csv_atomic(args.curves, pd.DataFrame(result["curves"]))
-    write_json_atomic(args.metrics, result["metrics"])
+    first = next(iter(results.values()))
+    write_csv_atomic(args.curves, pd.DataFrame(first["curves"]))
+    write_json_atomic(args.metrics, first["metrics"] | {
+        "seeds": list(results),
+        "best_val_auc_seeds": [r["metrics"]["best_val_auc"] for r in results.values()],
+        "train_seconds_all_seeds": round(sum(r["metrics"]["train_seconds"]
+                                             for r in results.values()), 2)})
     write_environment(args.environment, device)
-    result["checkpoint"].unlink(missing_ok=True)
-    m = result["metrics"]
+    for result in results.values():  # every run is saved: no resume state is needed now
+        result["checkpoint"].unlink(missing_ok=True)
+    m = first["metrics"]
     console.print(f"{args.backbone}: best epoch {m['best_epoch']} val AUC {m['best_val_auc']:.3f}"
-                  f", {m['train_images_per_s']} img/s, peak {m['peak_memory_mb']} MB")
+                  f" (seed {params.seed}; {len(results)} seeds), {m['train_images_per_s']} img/s,"
+                  f" peak {m['peak_memory_mb']} MB")
 
 
 if __name__ == "__main__":

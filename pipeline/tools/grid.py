@@ -1,10 +1,10 @@
-"""Print the study's lr x batch_size grid: test AUC and balanced accuracy, crop and sample level.
+"""Print the study's lr x batch_size grid: test AUC and balanced accuracy, crop and group level.
 
 Reads `dvc exp show --json`, so it shows whatever experiments exist (for example the
 queue from `dvc exp run --queue -S lr=... -S batch_size=...`): one table per dataset,
-backbone and classifier input, like the study's Figures 11, 13 and 15 but on held-out
-samples. The experiment collection here (dataset grouping, failed and queued runs left
-out, newest duplicate kept) is shared with pipeline.tools.ablation (pipeline.reporting.experiments).
+setting and backbone, like the study's Figures 11, 13 and 15 but on held-out groups. The
+experiment collection (dataset grouping, failed and queued runs left out, newest duplicate
+kept) is pipeline.reporting.experiments, shared with pipeline.tools.ablation.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pipeline.reporting.experiments import (
     experiments_from_dvc,
     format_lr,
     grid_table,
+    with_spread,
 )
 from pipeline.reporting.labels import NO_GAIN
 
@@ -29,12 +30,15 @@ def print_grid(frame: pd.DataFrame) -> None:
     if frame.empty:
         console.print("no experiments with evaluation metrics found")
         return
-    for (dataset, backbone, source, generator), part in frame.groupby(
-            ["dataset", "backbone", "input", "generator"], sort=True, dropna=False):
+    for (dataset, setting, backbone), part in frame.groupby(
+            ["dataset", "grid_setting", "backbone"], sort=True, dropna=False):
         lrs, sizes = sorted(part["lr"].unique()), sorted(part["batch_size"].unique())
-        shown_input = f"{source} ({generator})" if generator else source
-        table = Table(title=f"{backbone}, input {shown_input}: test AUC / balanced accuracy\n"
-                            f"data: {dataset}")
+        first = part.iloc[0]
+        shown_input = first["input_label"] + (f" ({first['generator']})"
+                                              if first["generator"] else "")
+        table = Table(title=f"{backbone}, input {shown_input}: test AUC / balanced accuracy "
+                            f"(first seed; group AUC mean ± sd over seeds)\n"
+                            f"data: {dataset}, setting {setting}")
         table.add_column("lr \\ batch")
         for size in sizes:
             table.add_column(str(size), justify="center")
@@ -42,11 +46,14 @@ def print_grid(frame: pd.DataFrame) -> None:
             cells = []
             for size in sizes:
                 hit = part[(part["lr"] == lr) & (part["batch_size"] == size)]
-                no_gain = not hit.empty and hit["input_label"].iloc[0] == NO_GAIN
-                cells.append("" if hit.empty else "\n".join(
-                    f"{level} {hit[f'{level}_auc'].iloc[0]:.3f} / "
-                    f"{hit[f'{level}_balanced_accuracy'].iloc[0]:.3f}" for level in LEVELS)
-                    + ("\n(no SR gain)" if no_gain else ""))
+                if hit.empty:
+                    cells.append("")
+                    continue
+                row = hit.iloc[0]
+                cells.append("\n".join(
+                    f"{level} {row[f'{level}_auc']:.3f} / {row[f'{level}_balanced_accuracy']:.3f}"
+                    for level in LEVELS) + f"\n{with_spread(row, 'group_auc')}"
+                    + ("\n(no SR gain)" if row["input_label"] == NO_GAIN else ""))
             table.add_row(format_lr(lr), *cells)
         console.print(table)
 
@@ -60,7 +67,7 @@ def main() -> None:
     frame, duplicates = grid_table(collected.finished)
     print_grid(frame)
     console.print(f"{describe_left_out(collected.left_out)}; {duplicates} repeated cells "
-                  "(same data, backbone, input, lr, batch size): the newest kept")
+                  "(same data, setting and backbone): the newest kept")
 
 
 if __name__ == "__main__":

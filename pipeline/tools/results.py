@@ -3,7 +3,7 @@
 `dvc metrics show` lists every key of every metrics file (well over 100 columns); this
 prints what a reader wants first: the data, the SR model against bicubic, and per
 backbone the test AUC with its interval, the thresholds chosen on validation, balanced
-accuracy there and at 0.5, and the caveats (collapsed model, too few test samples).
+accuracy there and at 0.5, and the caveats (collapsed model, too few test groups).
 Experiments side by side: `python -m pipeline.tools.grid` and `python -m pipeline.tools.ablation`.
 """
 
@@ -26,7 +26,7 @@ def results_table(reports: Path, backbones: list[str],
     the table)."""
     table = Table(title="Held-out test split (patients never seen in training)")
     for column in ("backbone", "input", "crop AUC [CI]", "cut", "bal.acc", "@0.5",
-                   "sample AUC", "cut", "bal.acc", "@0.5"):
+                   "group AUC", "cut", "bal.acc", "@0.5"):
         table.add_column(column, no_wrap=True)
     notes = []
     for backbone in backbones:
@@ -39,11 +39,12 @@ def results_table(reports: Path, backbones: list[str],
             notes.append(f"* {backbone}: {caveat}")
         row = [backbone + (" *" if caveat else ""),
                input_label(str(metrics["input"]), sr_better_than_bicubic)]
-        for level in ("crop", "sample"):
+        for level in ("crop", "group"):
             figures, half = metrics[level], metrics["at_0_5"][level]
             auc = f"{figures['auc']:.3f}"
             if level == "crop":
-                auc += f" [{figures['auc_ci_low']:.2f},{figures['auc_ci_high']:.2f}]"
+                low, high = figures["auc_ci_low"], figures["auc_ci_high"]
+                auc += " [n.e.]" if low is None or high is None else f" [{low:.2f},{high:.2f}]"
             row += [auc, f"{metrics['threshold'][level]:.3g}",
                     f"{figures['balanced_accuracy']:.3f}", f"{half['balanced_accuracy']:.3f}"]
         table.add_row(*row)
@@ -62,12 +63,12 @@ def main() -> None:
     ingest = read_json(args.reports / "ingest" / "metrics.json") or {}
     if ingest:
         console.print(f"data: {params.data.raw_dir} - {ingest['crops']} crops, "
-                      f"{ingest['groups']} samples, manifest {ingest['manifest_sha256'][:12]}",
+                      f"{ingest['groups']} groups, manifest {ingest['manifest_sha256'][:12]}",
                       highlight=False)
     split = read_json(args.reports / "split" / "metrics.json") or {}
     if split.get("splits_below_minimum"):
         console.print(f"[yellow]{split['splits_below_minimum']} split/class cells have fewer "
-                      "than 5 samples[/]")
+                      "than 5 groups[/]")
     sr = read_json(args.reports / "sr" / "metrics.json")
     if sr:
         console.print(f"SR ({sr['generator']} generator): PSNR {sr['psnr']:.2f} dB against "
