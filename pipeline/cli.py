@@ -105,6 +105,20 @@ def progress() -> Progress:
                             transient=False)
 
 
+def print_frame(title: str, frame) -> None:
+    """A table of text cells (a pandas DataFrame) on the console; nothing when it is empty."""
+    from rich.table import Table
+
+    if frame.empty:
+        return
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console.print(table)
+
+
 def stage_main(func: Callable[[], Any]) -> Callable[[], None]:
     """Wrap an entry point's main(): expected errors become one red line and exit code 1."""
 

@@ -182,7 +182,7 @@ class ClassifierParams:
     backbones: list[str]
     pretrained: str
     input: str
-    image_size: int | str  # "auto": the size the input arrives at (datasets.classifier_image_size)
+    image_size: int | str  # "auto": the size the input arrives at (classifier_image_size)
     weight_decay: float
     label_smoothing: float
     precision: str
@@ -253,7 +253,7 @@ class PredictParams:
         # with spaces over two lines of dvc.lock and can then no longer read it.
         _check(not any(" " in d for d in self.input_dir), "predict.input_dir",
                "a folder path with spaces breaks dvc.lock (the path is the stage name); "
-               "use a symlink without spaces, or run python -m pipeline.predict directly")
+               "use a symlink without spaces, or run python -m pipeline.stages.predict directly")
         _check(self.on_bad_file in ("error", "skip"), "predict.on_bad_file", "error | skip")
 
 

@@ -78,7 +78,20 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """`obj` as JSON; a NaN or infinite float becomes null (JSON has no NaN: a strict parser,
+    or another language's, would reject the file)."""
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(value) for value in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -89,10 +102,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: str | Path) -> dict:
-    """A JSON file the stages wrote; {} when it is not there (a stage that did not run)."""
+def read_json(path: str | Path, required: bool = False) -> dict:
+    """A JSON file the stages wrote; {} when it is not there (a stage that did not run), or
+    with `required` an error that names it."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if path.is_file():
+        return json.loads(path.read_text())
+    if required:
+        from pipeline.cli import PipelineError
+
+        raise PipelineError(f"{path}: missing; run the stage that writes it")
+    return {}
 
 
 def write_csv_atomic(path: str | Path, frame) -> None:

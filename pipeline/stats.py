@@ -89,15 +89,15 @@ def youden_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> float:
          + np.searchsorted(neg, distinct, "left") / len(neg) - 1)
     if j.max() <= 1e-12:
         return 0.5
+    # the first interval (-inf, min] calls everything positive (J = 0): never optimal here
     optimal = np.flatnonzero(j >= j.max() - 1e-12)
-    lows = np.where(optimal > 0, distinct[np.maximum(optimal - 1, 0)], -np.inf)
-    highs = distinct[optimal]
+    lows, highs = distinct[optimal - 1], distinct[optimal]
     if np.any((lows < 0.5) & (0.5 <= highs)):
         return 0.5
-    distance = np.where(highs < 0.5, 0.5 - highs, lows - 0.5)
-    nearest = int(np.argmin(distance))
+    nearest = int(np.argmin(np.where(highs < 0.5, 0.5 - highs, lows - 0.5)))
     low, high = lows[nearest], highs[nearest]
-    return float(high if not np.isfinite(low) else (low + high) / 2)
+    # above `low` even where the two scores are neighbouring floats and the middle rounds
+    return float(max((low + high) / 2, np.nextafter(low, np.inf)))
 
 
 def robust_threshold(labels: np.ndarray, prob_positive: np.ndarray, groups: np.ndarray,
@@ -105,7 +105,9 @@ def robust_threshold(labels: np.ndarray, prob_positive: np.ndarray, groups: np.n
     """{cut, low, high}: the median of youden_threshold over bootstrap resamples of the
     validation groups (each class's groups drawn with replacement, every crop of a drawn
     group coming along), and the 5-95% range of those cuts. One Youden cut on a few
-    validation groups moves with every group; the median does not follow one group."""
+    validation groups moves with every group; the median does not follow one group. A
+    resample that separates nothing (J <= 0) contributes 0.5, which pulls the median toward
+    the default where the evidence is weak."""
     frame = pd.DataFrame({"label": np.asarray(labels).astype(int),
                           "prob": np.asarray(prob_positive, float), "group": groups})
     by_group = {g: part for g, part in frame.groupby("group", sort=True)}
@@ -254,7 +256,7 @@ def auc_score_interval(auc: float, n_negative: int, n_positive: int,
     eps = 1e-9
     low = 0.0 if auc <= eps or gap(eps) <= 0 else brentq(gap, eps, auc - eps)
     high = 1.0 if auc >= 1 - eps or gap(1 - eps) <= 0 else brentq(gap, auc + eps, 1 - eps)
-    side = "one-sided bound, " if auc in (0.0, 1.0) else ""
+    side = "one-sided (the other limit is the observed 0 or 1), " if auc in (0.0, 1.0) else ""
     return _checked(Interval(float(low), float(high), f"{side}Hanley-McNeil score"))
 
 
@@ -320,24 +322,25 @@ def wilson_interval(successes: float, n: float, alpha: float = ALPHA,
 def clustered_proportion_interval(correct: np.ndarray, units: np.ndarray,
                                   alpha: float = ALPHA) -> Interval:
     """Wilson interval of sum(correct) / sum(units) over groups, at the effective number of
-    units the between-group variance leaves (n / design effect; never more than n, never
-    fewer than the number of groups), with a t quantile on groups - 1 degrees of freedom
-    where the groups carry the variance (few groups estimate it loosely)."""
+    units the between-group variance leaves (n / design effect, at most n), with a t
+    quantile on groups - 1 degrees of freedom (few groups estimate the variance loosely).
+    Where the groups show no variance to estimate (a proportion of 0 or 1, or one group),
+    each group counts once: crops of one group are not independent evidence."""
     correct, units = np.asarray(correct, float), np.asarray(units, float)
     total, groups = units.sum(), len(units)
     if groups == 0 or total == 0:
         return NOT_ESTIMABLE
+    if (units == 1).all():  # one unit per group (the group level): plain Wilson
+        return wilson_interval(correct.sum(), total, alpha)
     p = correct.sum() / total
-    effective = total
+    z = student_t.ppf(1 - alpha / 2, groups - 1) if groups > 1 else None
+    effective = float(groups)
     if groups > 1 and 0 < p < 1:
         # ratio-estimator variance of p from the groups' totals (cluster-robust)
         variance = groups / (groups - 1) * (((correct - p * units) ** 2).sum()) / total ** 2
-        if variance > 0:
-            effective = float(np.clip(p * (1 - p) / variance, groups, total))
-    clustered = effective < total
-    z = student_t.ppf(1 - alpha / 2, groups - 1) if clustered else None
+        effective = total if variance <= 0 else float(np.clip(p * (1 - p) / variance, 1, total))
     interval = wilson_interval(p * effective, effective, alpha, z)
-    method = "Wilson, clustered effective n, t" if clustered else "Wilson"
+    method = "Wilson, clustered effective n, t" if groups > 1 else "Wilson, one group"
     return interval._replace(method=method) if interval.low is not None else interval
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from pipeline.config import flatten
 from pipeline.reporting import ablation, experiments, html
 from pipeline.reporting.experiments import collect_experiments, grid_table
 from pipeline.stages import report as report_stage
@@ -215,7 +216,7 @@ def test_every_param_that_changes_a_result_changes_the_cell_setting():
     """Every key of params.yaml but those that cannot move a test figure (NOT_IN_SETTING)
     is part of a cell's setting: changing any one of them changes it."""
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    flat = experiments.flat_params(base)
+    flat = flatten(base)
     key = experiments.setting_key(base)
     checked = 0
     for name, value in flat.items():
@@ -357,6 +358,7 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
     assert page.count("<h3>Data: ") == 2  # one ablation table per dataset
     assert "sr (gan) vs hr" in page and "different test splits" in page
     assert "Holm" in page and "<th>Group AUC difference</th>" in page
+    assert "<h3>Costs" in page and "<th>Precision</th>" in page
     section = page.split("Does SR help?")[1].split("<h2>")[0]
     assert "NaN" not in section and "nan" not in section and "None" not in section
 

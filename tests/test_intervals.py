@@ -16,6 +16,7 @@ from pipeline.stats import (
     holm,
     paired_comparison,
     robust_threshold,
+    wilson_interval,
     youden_threshold,
 )
 
@@ -83,7 +84,7 @@ def test_crop_level_proportion_interval_counts_groups_not_crops():
         correct = rng.binomial(units, group_rates)
         interval = clustered_proportion_interval(correct, units)
         covered += interval.low <= 4 / 6 <= interval.high
-        naive = clustered_proportion_interval([correct.sum()], [units.sum()])
+        naive = wilson_interval(correct.sum(), units.sum())
         naive_covered += naive.low <= 4 / 6 <= naive.high
     assert covered / 500 >= 0.93 and naive_covered / 500 < 0.85
 
@@ -131,6 +132,22 @@ def test_perfect_separation_gives_a_one_sided_bound_never_a_point():
         assert "one-sided" in figures["auc_ci_method"]
         assert figures["sensitivity"] == 1.0 and figures["sensitivity_ci_low"] < 1.0
     assert report["crop"]["auc_ci_low"] == report["group"]["auc_ci_low"]  # counted in groups
+    # perfect sensitivity over 3 groups of 2 crops: the crops of a group are not 6
+    # independent successes, each group counts once
+    assert report["crop"]["sensitivity_ci_low"] <= report["group"]["sensitivity_ci_low"]
+
+
+def test_a_proportion_of_one_counts_groups_not_crops_and_json_holds_no_nan(tmp_path):
+    from pipeline.io import read_json, write_json_atomic
+
+    perfect = clustered_proportion_interval(np.full(10, 30), np.full(10, 30))
+    assert perfect.low < wilson_interval(10, 10).low  # 10 groups (t quantile), not 300 crops
+    one_class = pd.DataFrame({"crop_id": range(4), "group": ["a", "a", "b", "b"],
+                              "label": [1, 1, 1, 1], "prob": [0.9, 0.8, 0.7, 0.6]})
+    report = evaluation_report(one_class)
+    write_json_atomic(tmp_path / "m.json", report)
+    assert "NaN" not in (tmp_path / "m.json").read_text()
+    assert read_json(tmp_path / "m.json")["crop"]["auc"] is None
 
 
 def test_youden_takes_one_half_inside_the_optimal_gap_and_the_gap_middle_outside():

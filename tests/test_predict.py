@@ -1,4 +1,4 @@
-"""Thresholds chosen on validation, the portable bundle, and pipeline.predict on new folders."""
+"""Thresholds chosen on validation, the portable bundle, and the predict stage on new folders."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ class TrainedRun:
 
 
 def run_predict(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    """pipeline.predict in a fresh process, run from a folder with no repository files;
+    """pipeline.stages.predict in a fresh process, run from a folder with no repository files;
     its console (stderr) and stdout together in .stdout."""
     env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "pipeline.stages.predict", *map(str, args)],

@@ -1,4 +1,4 @@
-"""What a terminal shows: pipeline.results at 120 columns, with the caveats that keep a
+"""What a terminal shows: pipeline.tools.results at 120 columns, with the caveats that keep a
 figure from being a finding (the 6-group folder's collapsed model)."""
 
 from __future__ import annotations

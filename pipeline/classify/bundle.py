@@ -123,7 +123,7 @@ def load_bundle(path: Path) -> dict:
 
 def _checked(path: Path, bundle) -> dict:
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: not a classifier bundle from pipeline.bundle (no "
+        raise BundleError(f"{path}: not a classifier bundle from the export stage (no "
                           f"'format: {BUNDLE_FORMAT}'); a model.pt is not a bundle - run the "
                           "export stage")
     if bundle.get("format_version") != BUNDLE_VERSION:

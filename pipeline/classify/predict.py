@@ -1,10 +1,10 @@
 """Classify new, unlabelled patients' crops with one or more exported bundles.
 
-    python -m pipeline.predict --bundle data/bundles/resnet50.pt --input DIR --out OUTDIR
+    python -m pipeline.stages.predict --bundle data/bundles/resnet50.pt --input DIR --out OUTDIR
 
 DIR holds sample folders (`<sample>_crops[N]_r/<crop>.tif|tiff|png`), or class folders of
 them (their names are ignored: predict never uses labels). Every crop goes through
-ingest's own checks and normalisation (`ingest.prepare_crop`), then the bundle's SR or
+ingest's own checks and normalisation (`data.ingest.prepare_crop`), then the bundle's SR or
 bicubic step, its resizing and preprocessing, and its classifier. Writes OUTDIR/crops.csv
 (path, group, prob, prediction) and OUTDIR/groups.csv (group, n_crops, prob, prediction,
 threshold, backbone): a group is one patient sample (all its sample folders, by the

@@ -117,8 +117,9 @@ def readable_cells(part: pd.DataFrame) -> pd.DataFrame:
     """One dataset's cells with human headers: figures of the first seed's model with their
     95% intervals, and the group AUC's mean and sd over the seeds."""
     return pd.DataFrame({
-        "Backbone": part["backbone"], "Input": part["input_label"].fillna(part["input"]),
-        "Generator": part["generator"].fillna("").replace("", "-"),
+        "Backbone": part["backbone"],
+        "Input": part["input_label"].astype(object).fillna(part["input"]),
+        "Generator": part["generator"].astype(object).fillna("").replace("", "-"),
         "Group AUC [95% CI]": part.apply(lambda r: with_interval(r, "group_auc"), axis=1),
         "Group bal. acc. [95% CI]": part.apply(
             lambda r: with_interval(r, "group_balanced_accuracy"), axis=1),

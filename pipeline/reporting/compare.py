@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.table import Table
 
-from pipeline.cli import PipelineError, console
+from pipeline.cli import PipelineError, console, print_frame
 from pipeline.io import atomic_path, read_crop_table, read_json
 from pipeline.reporting.labels import input_label
 from pipeline.stats import (
@@ -43,11 +42,11 @@ def comparison_table(eval_dir: Path, backbones: list[str], sr_metrics: dict) -> 
         path = eval_dir / backbone / "metrics.json"
         if not path.is_file():
             raise PipelineError(f"{path}: missing; run the evaluate stage for {backbone}")
-        metrics = read_json(path)
+        metrics = read_json(path, required=True)
         row = {"backbone": backbone,
                "input": input_label(metrics["input"], sr_metrics.get("sr_better_than_bicubic")),
                "threshold_rule": metrics["threshold"]["rule"],
-               "seeds": len(metrics["seeds"]["seeds"])}
+               "seeds": len(metrics["seeds"]["seeds"]), "precision": metrics.get("precision")}
         for level in LEVELS:
             figures = metrics[level]
             for key in WITH_INTERVALS:
@@ -77,7 +76,8 @@ def paired_comparisons(eval_dir: Path, backbones: list[str], permutations: int,
     across every p-value of the table; beside them the difference of the seed means and
     the pooled seed-to-seed sd, which a difference must exceed to be more than the seed's."""
     predictions = {b: read_crop_table(eval_dir / b / "predictions.csv") for b in backbones}
-    spreads = {b: read_json(eval_dir / b / "metrics.json")["seeds"] for b in backbones}
+    spreads = {b: read_json(eval_dir / b / "metrics.json", required=True)["seeds"]
+               for b in backbones}
     rows = []
     for a, b in itertools.combinations(backbones, 2):
         try:
@@ -151,10 +151,22 @@ def readable_table(frame: pd.DataFrame) -> pd.DataFrame:
                 + f" at {row[f'{level}_threshold']:.2f}")
         shown[f"Group AUC over {row['seeds']} seeds"] = mean_sd(row["group_auc_seed_mean"],
                                                                  row["group_auc_seed_sd"])
-        shown["Train s"] = f"{row['train_seconds']:.0f}"
         shown["Caveat"] = row["caveat"] or ""
         rows.append(shown)
     return pd.DataFrame(rows)
+
+
+def readable_costs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The study's costs per backbone: training time (one seed), memory, size, inference."""
+    return pd.DataFrame({
+        "Backbone": frame["backbone"],
+        "Train s (one seed)": frame["train_seconds"].map(lambda v: f"{v:.0f}"),
+        "Peak memory MB": frame["peak_memory_mb"].map(lambda v: f"{v:.0f}"),
+        "Parameters M": frame["params_millions"].map(lambda v: f"{v:.1f}"),
+        "Inference ms/image": frame["infer_ms_per_image"].map(lambda v: f"{v:.1f}"),
+        "Inference images/s": frame["infer_images_per_s"].map(lambda v: f"{v:.1f}"),
+        "Precision": frame.get("precision", pd.Series(index=frame.index, dtype=object))
+        .astype(object).fillna("not recorded")})
 
 
 def readable_paired(paired: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +207,7 @@ def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
         for backbone in backbones:
             rows = at_level(read_crop_table(eval_dir / backbone / "predictions.csv"), level)
             points = roc_points(rows["label"].to_numpy(), rows["prob"].to_numpy())
-            auc = read_json(eval_dir / backbone / "metrics.json")[level]["auc"]
+            auc = read_json(eval_dir / backbone / "metrics.json", required=True)[level]["auc"]
             ax.plot([p["fpr"] for p in points], [p["tpr"] for p in points],
                     label=f"{backbone} (AUC {auc:.3f})")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
@@ -212,15 +224,9 @@ def print_comparison(frame: pd.DataFrame, paired: pd.DataFrame) -> None:
     """The comparison on the console: one row per backbone, then the paired tests."""
     for title, shown in (("Backbones on the held-out test groups (never seen in training)",
                           readable_table(frame)),
+                         ("Costs", readable_costs(frame)),
                          ("Paired comparisons on the same test groups (sign-flip permutation "
                           "over groups; Holm across the table)", readable_paired(paired))):
-        if shown.empty:
-            continue
-        table = Table(title=title)
-        for column in shown.columns:
-            table.add_column(column)
-        for row in shown.itertuples(index=False):
-            table.add_row(*map(str, row))
-        console.print(table)
+        print_frame(title, shown)
     console.print("A group is one patient sample (all its crop folders); cut: the threshold "
                   "chosen on the validation groups. table.csv has every figure and interval.")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import PipelineError
+from pipeline.config import flatten
 from pipeline.reporting.labels import input_label
 
 # Executor states of `dvc exp show --json` (dvc/repo/experiments/serialize.py ExpExecutor)
@@ -140,17 +141,6 @@ def dataset_of(experiment: Experiment) -> dict:
             "manifest_sha256": digest}
 
 
-def flat_params(params: dict, prefix: str = "") -> dict:
-    """{"sr": {"scale": 4}} -> {"sr.scale": 4}."""
-    flat = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat |= flat_params(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def setting_key(params: dict, free: tuple[str, ...] = ()) -> str:
     """A short hash of every param that changes a cell's figures, less the `free` ones (a
     table's own axes): two cells with one key differ in those axes only."""
@@ -158,7 +148,7 @@ def setting_key(params: dict, free: tuple[str, ...] = ()) -> str:
     import json
 
     skipped = NOT_IN_SETTING + free
-    kept = {key: value for key, value in sorted(flat_params(params).items())
+    kept = {key: value for key, value in sorted(flatten(params).items())
             if not any(key == s or key.startswith(s + ".") for s in skipped)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

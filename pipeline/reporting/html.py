@@ -25,7 +25,8 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1150px;color:#222;line-height:1.4;padding:0 1em}
 h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{color:#335;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.8em}
+@media print{body{max-width:none;margin:0;font-size:10pt}table{font-size:7.5pt}}
 th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right}th{background:#eef}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
@@ -106,7 +107,8 @@ def sr_section(reports: Path) -> str:
                 + _table(held_out, 3))
     return ("<h2>Super-resolution against bicubic</h2>" + out +
             f"<p class='note'>{metrics['iterations']} iterations in "
-            f"{metrics['train_seconds']:.0f} s; perceptual loss: "
+            f"{metrics['train_seconds']:.0f} s in "
+            f"{metrics.get('precision', 'a precision not recorded')}; perceptual loss: "
             f"{html.escape(str(metrics.get('perceptual_loss')))}.</p>" +
             _img_file(reports / "sr" / "samples.png", "SR samples"))
 
@@ -143,11 +145,15 @@ def curves_section(reports: Path, backbones: list[str]) -> str:
         axes[0].plot(curves["epoch"], curves["val_loss"], "--", color=line.get_color(),
                      label=f"{backbone} val")
         axes[1].plot(curves["epoch"], curves["val_auc"], color=line.get_color(), label=backbone)
+    from matplotlib.ticker import MaxNLocator
+
     axes[0].set(title="loss", xlabel="epoch")
     axes[1].set(title="validation AUC", xlabel="epoch", ylim=(0, 1.02))
     for ax in axes:
         ax.legend(fontsize=7)
-    return "<h2>Training curves</h2>" + f"<img alt='curves' src='{_png(fig)}'>"
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    return ("<h2>Training curves (first seed)</h2>"
+            f"<img alt='curves' src='{_png(fig)}'>")
 
 
 def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
@@ -158,7 +164,6 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
 
     from pipeline.stats import decide, group_level
 
-    split = reports.parent / "data" / "split" / "split.csv"
     names = ["negative", "positive"]
     if split.is_file():
         from pipeline.classify.explain import class_names_from
@@ -191,13 +196,13 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
 
 
 def comparison_section(reports: Path) -> str:
-    from pipeline.reporting.compare import readable_paired, readable_table
+    from pipeline.reporting.compare import readable_costs, readable_paired, readable_table
 
     out = "<h2>Backbones on the held-out test groups</h2>"
     table = reports / "compare" / "table.csv"
     if table.is_file():
         frame = pd.read_csv(table, keep_default_na=False, na_values=[""])
-        frame["caveat"] = frame["caveat"].fillna("")
+        frame["caveat"] = frame["caveat"].astype(object).fillna("")
         rules = ", ".join(sorted(set(frame["threshold_rule"].astype(str))))
         out += (f"<p class='note'>Figures of each backbone's first training seed, with 95% "
                 f"intervals that count groups, not crops (AUC: Hanley-McNeil score interval "
@@ -206,6 +211,8 @@ def comparison_section(reports: Path) -> str:
                 "</code>; table.csv has every figure, the cuts' ranges and the figures at "
                 "0.5.</p>")
         out += _table(readable_table(frame.replace({float("nan"): None})))
+        out += "<h3>Costs (training, memory, inference; the precision they ran in)</h3>"
+        out += _table(readable_costs(frame))
     paired = reports / "compare" / "paired.csv"
     if paired.is_file() and paired.stat().st_size > 1:
         rows = pd.read_csv(paired)

@@ -12,6 +12,7 @@ from pipeline.reporting.compare import (
     paired_comparisons,
     plot_roc_overlay,
     print_comparison,
+    readable_costs,
     readable_paired,
     readable_table,
 )
@@ -29,7 +30,8 @@ def main() -> None:
     write_csv_atomic(args.out / "table.csv", frame)
     write_csv_atomic(args.out / "paired.csv", paired)
     paired_text = markdown_table(readable_paired(paired)) if not paired.empty else ""
-    write_text_atomic(args.out / "table.md", markdown_table(readable_table(frame)) + (
+    write_text_atomic(args.out / "table.md", markdown_table(readable_table(frame))
+                      + "\n## Costs\n\n" + markdown_table(readable_costs(frame)) + (
         "\n## Paired comparisons (same test groups)\n\n" + paired_text if paired_text else ""))
     plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
     print_comparison(frame, paired)

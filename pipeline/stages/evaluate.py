@@ -56,7 +56,7 @@ def main() -> None:
         runs[seed] = (model, thresholds, *score_split(model, images, test, device, cp,
                                                       thresholds))
     model, thresholds, predictions, report = next(iter(runs.values()))
-    trained = read_json(args.train_metrics)
+    trained = read_json(args.train_metrics, required=True)
     metrics = {"backbone": args.backbone, "input": cp.input, "threshold": thresholds,
                "preprocess": describe(params.preprocess),
                "generator": params.sr.generator if cp.input == "sr" else None, **report,

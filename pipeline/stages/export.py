@@ -29,8 +29,8 @@ def main() -> None:
     saved = torch.load(args.model, map_location="cpu", weights_only=True)
     generator = (torch.load(args.generator, map_location="cpu", weights_only=True)
                  if params.classifier.input == "sr" else None)
-    thresholds = read_json(args.eval_metrics)["threshold"]
-    ingested = read_json(args.ingest_metrics)
+    thresholds = read_json(args.eval_metrics, required=True)["threshold"]
+    ingested = read_json(args.ingest_metrics, required=True)
     class_names = class_names_from(read_crop_table(args.split))
     bundle = build_bundle(args.backbone, saved["model"], params, raw_params, thresholds,
                           class_names, ingested["manifest_sha256"],

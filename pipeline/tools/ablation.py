@@ -20,9 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from rich.table import Table
 
-from pipeline.cli import console, stage_main, stage_parser
+from pipeline.cli import console, print_frame, stage_main, stage_parser
 from pipeline.config import load_params
 from pipeline.io import write_csv_atomic
 from pipeline.reporting.ablation import (
@@ -41,14 +40,7 @@ def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
                              ("sr against each baseline on the same test groups (sign-flip "
                               "permutation over groups; Holm across the table)",
                               readable_pairs(paired[paired["dataset"] == dataset]))):
-            if shown.empty:
-                continue
-            out = Table(title=title)
-            for column in shown.columns:
-                out.add_column(column)
-            for row in shown.itertuples(index=False):
-                out.add_row(*map(str, row))
-            console.print(out)
+            print_frame(title, shown)
 
 
 @stage_main
