@@ -11,7 +11,9 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,12 +132,33 @@ def load_array(path: str | Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def save_torch_atomic(path: str | Path, obj: dict) -> None:
+def _interned(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if type(obj) in (dict, OrderedDict):
+        copy = type(obj)((_interned(key), _interned(value)) for key, value in obj.items())
+        if isinstance(obj, OrderedDict):
+            copy.__dict__.update(obj.__dict__)  # a state_dict's _metadata
+        return copy
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(_interned(item) for item in obj)
+    return obj
+
+
+def torch_bytes(obj: dict) -> bytes:
+    """torch.save's bytes, the same for equal objects: pickle writes a string it has seen
+    as a back-reference only if it is the same object, so two equal checkpoints (one with
+    a key read back from disk) differed in bytes and in DVC's hash. Interned, equal
+    strings are one object."""
     import torch
 
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    torch.save(_interned(obj), buffer)
+    return buffer.getvalue()
+
+
+def save_torch_atomic(path: str | Path, obj: dict) -> None:
+    write_bytes_atomic(path, torch_bytes(obj))
 
 
 # Columns that name crops, samples and classes are text whatever they look like: read with

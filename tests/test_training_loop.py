@@ -105,3 +105,18 @@ def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["seeds"] == [42, 43] and len(metrics["best_val_auc_seeds"]) == 2
     assert pd.read_csv(out / "curves.csv")["epoch"].tolist() == [1]
+
+
+def test_equal_checkpoints_have_equal_bytes_whatever_their_strings_identity(tmp_path):
+    """A key read back from disk is a new string object; pickle wrote it out in full where a
+    fresh run wrote a back-reference, so two runs' equal SR checkpoints hashed differently."""
+    from pipeline.io import save_torch_atomic, torch_bytes
+
+    state = torch.nn.Conv2d(1, 2, 3).state_dict()
+    fresh = {"model": state, "name": "psnr", "validation": {"psnr": 30.5}}
+    reread = {"model": state, "name": "psnr", "validation": {"".join(["ps", "nr"]): 30.5}}
+    assert torch_bytes(fresh) == torch_bytes(reread)
+    save_torch_atomic(tmp_path / "a.pt", reread)
+    loaded = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert loaded["validation"] == {"psnr": 30.5}
+    assert hasattr(loaded["model"], "_metadata")  # load_state_dict's version record survives

@@ -12,7 +12,7 @@ from pipeline.classify.bundle import build_bundle, load_bundle
 from pipeline.classify.explain import class_names_from
 from pipeline.cli import console, stage_main, stage_parser
 from pipeline.config import load_params
-from pipeline.io import atomic_path, read_crop_table, read_json, write_json_atomic
+from pipeline.io import atomic_path, read_crop_table, read_json, torch_bytes, write_json_atomic
 
 
 @stage_main
@@ -36,7 +36,7 @@ def main() -> None:
                           class_names, ingested["manifest_sha256"],
                           generator, ingested["bit_depth"], ingested["bit_depth_source"])
     with atomic_path(args.out) as staging:
-        torch.save(bundle, staging)
+        staging.write_bytes(torch_bytes(bundle))
         load_bundle(staging)  # only a file that reads back and passes every check replaces
     size_mb = round(args.out.stat().st_size / 2**20, 3)
     write_json_atomic(args.metrics, {"backbone": args.backbone, "bundle_mb": size_mb,
