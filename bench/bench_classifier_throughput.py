@@ -5,7 +5,7 @@ channels_last + bf16 autocast (or fp16/bf16 on CUDA). Also compared with the stu
 logs: ResNet50 24 steps x 16 images in ~308 s per epoch (1.25 img/s); VGG16 2 steps x
 256 images in ~300 s (1.71 img/s).
 
-    python bench/bench_classifier_throughput.py [--steps 3] [--device auto]
+    python bench/bench_classifier_throughput.py [--steps 3] [--device auto] [--size 224]
 """
 
 from __future__ import annotations
@@ -61,19 +61,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", type=int, default=224, help="image side in px (the study: 224)")
     parser.add_argument("--backbones", nargs="+", default=["vgg16", "resnet50",
                                                            "mobilenet_v3_large"])
     args = parser.parse_args()
     device = resolve_device(args.device)
     fast = "bf16"
     variants = [("fp32", False), ("fp32", True), (fast, True)]
-    table = Table(title=f"Training throughput, 224 px, batch 16, {device} (images/s)")
+    table = Table(title=f"Training throughput, {args.size} px, batch 16, {device} (images/s)")
     for column in ("backbone", "fp32", "channels_last", f"channels_last+{fast}",
                    "speed-up", "vs study"):
         table.add_column(column, justify="right")
     ratios = []
     for name in args.backbones:
-        speeds = [images_per_second(name, device, p, cl, args.steps) for p, cl in variants]
+        speeds = [images_per_second(name, device, p, cl, args.steps, size=args.size)
+                  for p, cl in variants]
         speedup = speeds[-1] / speeds[0]
         study = STUDY_IMAGES_PER_S.get(name)
         vs_study = f"{max(speeds) / study:.1f}x" if study else "n/a"
