@@ -1,4 +1,4 @@
-"""Classifier training throughput at the study's setting (224 px, batch 16), per backbone.
+"""Classifier training throughput at 224 px (ImageNet's usual size), batch 16, per backbone.
 
 Baseline in the same process: fp32, contiguous memory. Variants: channels_last, and
 channels_last + bf16 autocast (or fp16/bf16 on CUDA). Also compared with the study's own
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--size", type=int, default=224, help="image side in px (the study: 224)")
+    parser.add_argument("--size", type=int, default=224, help="image side in px")
     parser.add_argument("--backbones", nargs="+", default=["vgg16", "resnet50",
                                                            "mobilenet_v3_large"])
     args = parser.parse_args()
