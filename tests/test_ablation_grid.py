@@ -49,19 +49,19 @@ def eval_metrics(source: str, auc: float, generator: str | None = None) -> dict:
     level = {"auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": min(auc + 0.1, 1.0),
              "balanced_accuracy": auc - 0.05, "balanced_accuracy_ci_low": auc - 0.2,
              "balanced_accuracy_ci_high": auc, "accuracy": auc - 0.04}
-    spread = {"values": [auc, auc - 0.02, auc + 0.02], "mean": auc, "sd": 0.02}
+    # As `dvc exp show --json` gives them: lists (the seeds, each seed's value) are dropped.
+    spread = {"mean": auc, "sd": 0.02}
     out = {"backbone": "resnet50", "input": source, "crop": level, "group": dict(level),
            "test_groups": 12,
-           "seeds": {"seeds": [42, 43, 44], **{f"{lvl}_{f}": dict(spread)
-                                               for lvl in ("crop", "group")
-                                               for f in ("auc", "balanced_accuracy")}}}
+           "seeds": {f"{lvl}_{f}": dict(spread) for lvl in ("crop", "group")
+                     for f in ("auc", "balanced_accuracy")}}
     return out | ({"generator": generator} if generator else {})
 
 
 def state(rev, name, timestamp, data, source, auc, *, generator=None, lr=0.0001, batch=16,
           digest="d" * 64, error=None, with_metrics=True) -> dict:
     params = {"seed": 42, "lr": lr, "batch_size": batch, "data": data,
-              "classifier": {"input": source, "backbones": ["resnet50"]},
+              "classifier": {"input": source, "backbones": ["resnet50"], "seeds": 3},
               "sr": {"generator": generator or "psnr"}}
     metrics = {"reports/ingest/metrics.json": {"data": {"crops": 40, "manifest_sha256": digest}},
                "reports/eval/resnet50/metrics.json": {"data": eval_metrics(source, auc,

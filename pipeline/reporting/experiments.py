@@ -185,7 +185,10 @@ def evaluation_rows(experiment: Experiment) -> list[dict]:
                 row[f"{level}_{figure}_seed_mean"] = spread.get("mean", np.nan)
                 row[f"{level}_{figure}_seed_sd"] = spread.get("sd", np.nan)
         sr_metrics = experiment.metrics.get("reports/sr/metrics.json") or {}
-        row |= {"seeds": len((metrics.get("seeds") or {}).get("seeds", [])) or 1,
+        # DVC's exp show drops lists from metrics: the seed list is there in the file, not
+        # here, so the count comes from the params evaluate ran with.
+        seed_list = (metrics.get("seeds") or {}).get("seeds")
+        row |= {"seeds": len(seed_list) if seed_list else int(classifier.get("seeds") or 1),
                 "test_groups": metrics.get("test_groups"), "experiment": experiment.name,
                 "rev": experiment.rev, "timestamp": experiment.timestamp,
                 "input_label": input_label(source, sr_metrics.get("sr_better_than_bicubic"))}
