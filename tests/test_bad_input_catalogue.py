@@ -75,17 +75,19 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 
 
+# Each bad file at the project's crop size (32 px), so the check that fires is the one the
+# case is about; the symlink's target is 128 px: the size pass must not open it either.
 RAW_CASES = {
     "corrupt TIFF": lambda raw: (_first_sample(raw) / "bad.tif").write_bytes(b"II*\x00junk" * 9),
     "truncated TIFF": lambda raw: _truncated(_first_sample(raw) / "cut.tif"),
     "PNG with alpha": lambda raw: write_crop(_first_sample(raw) / "alpha.png",
-                                             np.dstack([blob()] * 4)),
+                                             np.dstack([blob(32)] * 4)),
     "3-channel colour crop": lambda raw: write_crop(
-        _first_sample(raw) / "rgb.png", np.dstack([blob(seed=1), blob(seed=2), blob(seed=3)])),
+        _first_sample(raw) / "rgb.png", np.dstack([blob(32, seed=seed) for seed in (1, 2, 3)])),
     "NaN image": lambda raw: write_crop(_first_sample(raw) / "nan.tif",
-                                        np.full((128, 128), np.nan, np.float32)),
+                                        np.full((32, 32), np.nan, np.float32)),
     "all-constant image": lambda raw: write_crop(_first_sample(raw) / "flat.tif",
-                                                 np.zeros((128, 128), np.uint8)),
+                                                 np.zeros((32, 32), np.uint8)),
     "single class": lambda raw: shutil.rmtree(raw / "Control"),
     "empty sample folder": lambda raw: (raw / "ALS" / "SD999_99_crops_r").mkdir(),
     "symlink outside the raw folder": lambda raw: os.symlink(

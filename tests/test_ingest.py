@@ -141,8 +141,10 @@ def test_mixed_sizes(raw_dir, tmp_path, params, how, fit):
     row = manifest[manifest["path"].str.endswith("small.tif")].iloc[0]
     assert row["fit"] == fit and row["height"] == 100
     assert load_array(tmp_path / "cache" / row["cache_file"]).shape == (1, 128, 128)
-    with pytest.raises(PipelineError, match=r"2 sizes \(128x128 px: 14, 100x100 px: 1\)"):
+    with pytest.raises(PipelineError, match=r"2 sizes \(128x128 px: 14, 100x100 px: 1\)") as err:
         run(raw_dir, tmp_path, params, on_size_mismatch="error")
+    assert str(err.value).endswith("remove the odd ones (100x100 px: "
+                                   f"{raw_dir / 'ALS' / 'SD000_10_crops_r' / 'small.tif'})")
 
 
 def test_relative_raw_dir_message_mentions_dvc_queue(tmp_path, params, monkeypatch):

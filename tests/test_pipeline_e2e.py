@@ -75,7 +75,10 @@ def test_repro_experiment_and_metrics(tmp_path):
     first = sh([DVC, "repro"], project)
     assert "compare" in stages_run(first.stdout)
     table = (project / "reports" / "compare" / "table.csv").read_text()
-    assert table.startswith("backbone,input,crop_auc")
+    header = table.splitlines()[0].split(",")
+    assert header[:5] == ["backbone", "input", "threshold_rule", "seeds", "precision"]
+    assert "crop_auc" in header and "group_auc_ci_low" in header
+    assert all(row.split(",")[4] == "fp32" for row in table.splitlines()[1:])
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-q", "-m", "baseline results"], project)
 
@@ -237,9 +240,10 @@ def test_real_crops_ingest_and_split(tmp_path):
     from pipeline.data.split import split_groups, split_metrics
 
     params = load_params(write_params(tmp_path / "params.yaml",
-                                      data={"positive": "NIH3T3"}))
+                                      data={"positive": "NIH3T3", "crop_size": 128}))
     result = ingest_crops(SHARED_DATA / "nuclei", tmp_path / "cache", params.data)
     assert result.metrics["crops"] == 1769 and result.metrics["groups"] == 63
+    assert result.metrics["resized"] == result.metrics["padded"] == 0
     assert result.metrics["crops_U2OS"] == 775 and result.metrics["crops_NIH3T3"] == 994
     frame = split_groups(result.manifest, params.split, params.seed)
     metrics = split_metrics(frame)

@@ -140,7 +140,11 @@ def check_crop_sizes(paths: list[Path], params: DataParams) -> None:
     for resize or pad: a silent resize would throw away (or invent) resolution."""
     if params.on_size_mismatch != "error":
         return
-    sizes = Counter(size for size in map(stored_size, paths) if size is not None)
+    paths_by_size: dict[tuple[int, int], list[Path]] = {}
+    for path in paths:
+        if (size := stored_size(path)) is not None:
+            paths_by_size.setdefault(size, []).append(path)
+    sizes = Counter({size: len(found) for size, found in paths_by_size.items()})
     wanted = (params.crop_size, params.crop_size)
     if set(sizes) <= {wanted}:
         return
@@ -153,10 +157,13 @@ def check_crop_sizes(paths: list[Path], params: DataParams) -> None:
                             f"them) but data.crop_size is {params.crop_size}: {fix}, or "
                             f"-S data.on_size_mismatch=resize|pad to bring them to "
                             f"{params.crop_size} px")
+    rarest = min(sizes, key=lambda size: (sizes[size], size))
+    odd = ", ".join(str(path) for path in sorted(paths_by_size[rarest])[:3])
     raise PipelineError(f"the crops come in {len(sizes)} sizes ({shown}) and data.crop_size "
                         f"is {params.crop_size}: -S data.on_size_mismatch=resize|pad brings "
                         f"them all to {params.crop_size} px (reports/ingest/metrics.json counts "
-                        "them), or remove the odd ones")
+                        f"them), or remove the odd ones ({rarest[0]}x{rarest[1]} px: {odd}"
+                        f"{', ...' if sizes[rarest] > 3 else ''})")
 
 
 def resolved_data_params(candidates: list, params: DataParams) -> tuple[DataParams, str]:
@@ -187,8 +194,12 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     classes = find_class_folders(raw_dir, params.positive)
     bad = BadFiles(params.on_bad_file)
     candidates, ignored = collect_candidates(raw_dir, classes, params, bad)
-    check_crop_sizes([path for *_, path in candidates], params)
-    params, bit_depth_source = resolved_data_params(candidates, params)
+    # The header passes never open a link to outside the data folder (the main pass
+    # refuses it by name): its size or bit depth must not decide anything.
+    own = [item for item in candidates
+           if not (item[-1].is_symlink() and not _inside(item[-1], raw_dir))]
+    check_crop_sizes([path for *_, path in own], params)
+    params, bit_depth_source = resolved_data_params(own, params)
     manifest = pd.DataFrame(cache_crops(candidates, raw_dir, cache_dir, params, bad),
                             columns=MANIFEST_COLUMNS)
     check_manifest(manifest, raw_dir, classes)
