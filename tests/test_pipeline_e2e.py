@@ -123,7 +123,10 @@ def test_repro_experiment_and_metrics(tmp_path):
 
     # new patients: the test split's sample folders, class folders removed, names hidden
     new, hidden = anonymised_test_samples(project, tmp_path / "new_patients")
-    added = sh([DVC, "exp", "run", "-S", f"predict.input_dir=[{new}]"], project)
+    # `dvc exp run` composes params.yaml anew from pipeline/conf: the experiment's own
+    # -S lr=0.0005 is given again, or the classifiers would retrain at the default lr.
+    added = sh([DVC, "exp", "run", "-S", "lr=0.0005", "-S", f"predict.input_dir=[{new}]"],
+               project)
     assert stages_run(added.stdout) == {"check_params", f"predict@{new}"}, added.stdout
     groups = (project / "reports" / "predict" / "groups.csv").read_text().splitlines()
     assert groups[0] == "group,n_crops,prob,prediction,threshold,backbone"
