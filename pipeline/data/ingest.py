@@ -61,6 +61,11 @@ def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
     return digest.hexdigest()
 
 
+def links_outside(path: Path, root: Path) -> bool:
+    """A symlink whose target lies outside the data folder: never opened, refused by name."""
+    return path.is_symlink() and not _inside(path, root)
+
+
 def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
         np.ndarray, np.ndarray | None, dict, str]:
     """One crop as the classifier's side of the pipeline stores it: (acquired, original or
@@ -69,7 +74,7 @@ def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
     Raises BadImageError with a one-line reason. Ingest and predict both call this, so a new
     patient's crop is checked and normalised exactly as the training crops were.
     """
-    if path.is_symlink() and not _inside(path, root):
+    if links_outside(path, root):
         raise BadImageError(f"symlink pointing outside the data folder ({os.readlink(path)}); "
                             "refused")
     if params.bit_depth == "auto":
@@ -196,8 +201,7 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
     candidates, ignored = collect_candidates(raw_dir, classes, params, bad)
     # The header passes never open a link to outside the data folder (the main pass
     # refuses it by name): its size or bit depth must not decide anything.
-    own = [item for item in candidates
-           if not (item[-1].is_symlink() and not _inside(item[-1], raw_dir))]
+    own = [item for item in candidates if not links_outside(item[-1], raw_dir)]
     check_crop_sizes([path for *_, path in own], params)
     params, bit_depth_source = resolved_data_params(own, params)
     manifest = pd.DataFrame(cache_crops(candidates, raw_dir, cache_dir, params, bad),
