@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.cli import first_line
-from pipeline.data.images import from_uint16, read_crop
+from pipeline.data.image_files import read_crop
+from pipeline.data.images import from_uint16
 from pipeline.io import load_array
 
 

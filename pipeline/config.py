@@ -53,7 +53,10 @@ class DataParams:
     acquire_downsample: int  # 0, or k: also store each crop as acquired at 1/k resolution
     bit_depth: int | str  # auto | 8 | 10 | 12 | 14 | 16: full scale of integer crops
     float_range: list[float]  # [low, high] that float crops were saved in
-    channel: str  # gray | r | g | b | max: the fluorescence channel of RGB exports
+    # gray | r | g | b | max (RGB exports) | a channel name from the file's OME or ImageJ
+    # metadata | a 0-based channel index: which channel of the file is the crop
+    channel: int | str
+    z_project: int | str  # none | max | mean | a 0-based plane index: z-stacks to one plane
 
     def validate(self) -> None:
         _check(self.bit_depth == "auto" or (type(self.bit_depth) is int
@@ -61,8 +64,13 @@ class DataParams:
                "data.bit_depth", f"auto | 8 | 10 | 12 | 14 | 16, got {self.bit_depth!r}")
         _check(len(self.float_range) == 2 and self.float_range[0] < self.float_range[1],
                "data.float_range", "[low, high] with low < high")
-        _check(self.channel in ("gray", "r", "g", "b", "max"), "data.channel",
-               "gray | r | g | b | max")
+        _check((type(self.channel) is int and self.channel >= 0)
+               or (isinstance(self.channel, str) and self.channel.strip() != ""),
+               "data.channel", "gray | r | g | b | max | a channel name | a 0-based index, "
+               f"got {self.channel!r}")
+        _check(self.z_project in ("none", "max", "mean")
+               or (type(self.z_project) is int and self.z_project >= 0), "data.z_project",
+               f"none | max | mean | a 0-based plane index, got {self.z_project!r}")
         _check(self.acquire_downsample in (0, 2, 4), "data.acquire_downsample", "0 | 2 | 4")
         _check(self.crop_size % max(self.acquire_downsample, 1) == 0, "data.crop_size",
                f"must divide by data.acquire_downsample ({self.acquire_downsample})")

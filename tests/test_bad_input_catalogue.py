@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 
@@ -75,6 +76,21 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 
 
+def _stack(count: int) -> np.ndarray:
+    return np.stack([blob(32, seed=seed) for seed in range(count)])
+
+
+def _two_channel_ome(path: Path) -> None:
+    tifffile.imwrite(path, _stack(2), ome=True, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "TDP-43"]}})
+
+
+def _truncated_hyperstack(path: Path) -> None:
+    tifffile.imwrite(path, _stack(6).reshape(3, 2, 32, 32), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+
+
 # Each bad file at the project's crop size (32 px), so the check that fires is the one the
 # case is about; the symlink's target is 128 px: the size pass must not open it either.
 RAW_CASES = {
@@ -89,6 +105,10 @@ RAW_CASES = {
     "all-constant image": lambda raw: write_crop(_first_sample(raw) / "flat.tif",
                                                  np.zeros((32, 32), np.uint8)),
     "single class": lambda raw: shutil.rmtree(raw / "Control"),
+    "2-channel OME-TIFF": lambda raw: _two_channel_ome(_first_sample(raw) / "two.ome.tif"),
+    "z-stack TIFF": lambda raw: tifffile.imwrite(_first_sample(raw) / "z.tif", _stack(3),
+                                                 imagej=True, metadata={"axes": "ZYX"}),
+    "truncated multi-page TIFF": lambda raw: _truncated_hyperstack(_first_sample(raw) / "h.tif"),
     "empty sample folder": lambda raw: (raw / "ALS" / "SD999_99_crops_r").mkdir(),
     "symlink outside the raw folder": lambda raw: os.symlink(
         write_crop(raw.parent / "outside.tif", blob()), _first_sample(raw) / "link.tif"),
@@ -100,6 +120,8 @@ PARAM_CASES = {
     "zero lr": (None, "lr", 0),
     "negative lr": (None, "lr", -0.001),
     "typo in a params key": (None, "batch_sise", 16),
+    "a channel name the files lack": ("data", "channel", "TDP-43"),
+    "an unknown z projection": ("data", "z_project", "sum"),
     "crops smaller than the SR patch": ("sr", "hr_patch", 64),
     "hr input without an acquisition": ("classifier", "input", "hr"),
     "VGG discriminator on a 32 px patch": ("sr", "discriminator", "vgg"),

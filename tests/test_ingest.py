@@ -53,7 +53,7 @@ def test_sixteen_bit_and_rgb_grey_become_one_channel(raw_dir, tmp_path, params):
     assert row["dtype"] == "uint16"
     cached = load_array(tmp_path / "cache" / row["cache_file"])[0]
     np.testing.assert_array_equal(cached, sixteen)
-    assert manifest.loc["ALS/SD000_10_crops_r/rgb.png", "channels"] == 3
+    assert manifest.loc["ALS/SD000_10_crops_r/rgb.png", "axes"] == "YXS"
 
 
 def test_names_with_spaces_and_non_ascii_work(raw_dir, tmp_path, params):

@@ -12,7 +12,8 @@ import torch
 
 from pipeline.cli import PipelineError
 from pipeline.config import ParamsError, load_params
-from pipeline.data.images import BadImageError, from_uint16, read_crop
+from pipeline.data.image_files import BadImageError, read_crop
+from pipeline.data.images import from_uint16
 from pipeline.data.ingest import ingest_crops
 from pipeline.data.split import split_groups
 from pipeline.io import load_array
@@ -62,7 +63,7 @@ def test_a_value_above_the_declared_bit_depth_is_named(tmp_path):
 
 
 def test_a_tiff_tagged_with_fewer_bits_than_its_container_gives_its_tag(tmp_path):
-    from pipeline.data.images import resolve_bit_depth
+    from pipeline.data.image_files import resolve_bit_depth
 
     assert resolve_bit_depth([(16, 900, 12), (16, 1200, 12)]) == (12, "TIFF BitsPerSample tag")
     assert resolve_bit_depth([(16, 900, 16), (16, 16000, 16)])[0] == 14
@@ -128,7 +129,9 @@ def test_jpegs_among_tiffs_are_counted_not_silently_dropped(tmp_path):
 
 def test_an_unknown_channel_or_bit_depth_is_a_params_error(tmp_path):
     with pytest.raises(ParamsError, match="data.channel"):
-        _data(tmp_path, channel="green")
+        _data(tmp_path, channel=-1)
+    with pytest.raises(ParamsError, match="data.z_project"):
+        _data(tmp_path, z_project="sum")
     with pytest.raises(ParamsError, match="data.bit_depth"):
         _data(tmp_path, bit_depth=11)
 

@@ -63,13 +63,15 @@ def build_bundle(backbone: str, classifier_state: dict, params: Params, raw_para
         # Intensity: read_crop's full scale (8-bit files / 255, wider ones / 2**bit_depth - 1,
         # floats from data.float_range), the uint16 cache grid, then the model's own grey
         # mean/std (also buffers in the state).
-        "normalisation": {"reader": "images.read_crop", "cache": "uint16",
+        "normalisation": {"reader": "images.read_crop (tifffile for TIFF, Pillow otherwise)",
+                          "cache": "uint16",
                           "bit_depth": int(bit_depth), "bit_depth_source": str(bit_depth_source),
                           "classifier_mean": float(classifier_state["mean"].item()),
                           "classifier_std": float(classifier_state["std"].item())},
         "data": {**{key: raw_params["data"][key] for key in
                     ("group_regex", "extensions", "crop_size", "on_size_mismatch",
-                     "acquire_downsample", "positive", "float_range", "channel")},
+                     "acquire_downsample", "positive", "float_range", "channel",
+                     "z_project")},
                  "bit_depth": int(bit_depth)},
         "preprocess": dict(raw_params["preprocess"]),
         "inference": {"precision": cp.precision, "channels_last": cp.channels_last,
@@ -162,7 +164,9 @@ def architecture_mismatch(backbone: str, state: dict) -> str:
 
 def bundle_data_params(bundle: dict) -> DataParams:
     """How the bundle's training crops were read, as DataParams (what ingest used)."""
-    data = dict(bundle["data"], raw_dir="", on_bad_file="error")
+    # Bundles from before data.z_project read a stack's first plane in silence; none
+    # refuses stacks, as ingest now does.
+    data = dict({"z_project": "none"}, **bundle["data"], raw_dir="", on_bad_file="error")
     return _build(DataParams, data, "data.")
 
 

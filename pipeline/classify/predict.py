@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.classify.bundle import BundleClassifier, BundleError, load_bundle
 from pipeline.classify.inference import decide, group_predictions
 from pipeline.cli import PipelineError, progress
-from pipeline.data.images import AboveBitDepthError, BadImageError
+from pipeline.data.image_files import AboveBitDepthError, BadImageError, PlaneChoiceError
 from pipeline.data.ingest import prepare_crop
 from pipeline.data.layout import BadFiles, collect_sample_crops
 
@@ -76,6 +76,11 @@ def classify_folder(classifier: BundleClassifier, input_dir: Path, on_bad_file: 
         for _, group, path in found:
             try:
                 acquired, original, _, _ = prepare_crop(path, input_dir, classifier.data)
+            except PlaneChoiceError as exc:  # the folder is not what the bundle learnt from
+                data = classifier.data
+                raise PipelineError(f"{path} {exc}; the bundle reads data.channel="
+                                    f"{data.channel}, data.z_project={data.z_project}, as its "
+                                    "training crops were read") from None
             except AboveBitDepthError as exc:
                 norm = classifier.bundle["normalisation"]
                 bad(path, f"{exc}; the bundle scales intensities as its training data was "

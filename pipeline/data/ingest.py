@@ -15,18 +15,18 @@ import pandas as pd
 
 from pipeline.cli import PipelineError, progress
 from pipeline.config import DataParams
-from pipeline.data.images import (
+from pipeline.data.acquisition import acquisition_metrics
+from pipeline.data.image_files import (
     AboveBitDepthError,
     BadImageError,
-    acquire_low_resolution,
-    fit_to_size,
-    quantise,
+    PlaneChoice,
+    PlaneChoiceError,
     raw_peak,
     read_crop,
     resolve_bit_depth,
     stored_size,
-    to_uint16,
 )
+from pipeline.data.images import acquire_low_resolution, fit_to_size, quantise, to_uint16
 from pipeline.data.layout import (
     BadFiles,
     _inside,
@@ -36,8 +36,12 @@ from pipeline.data.layout import (
 )
 from pipeline.io import save_array_atomic
 
+# What each file was on disk (format to pixel_size_um) sits beside what ingest made of it,
+# so that the acquisition can be compared between the classes (data/acquisition.py).
 MANIFEST_COLUMNS = ["crop_id", "path", "class_name", "label", "sample", "group", "height",
-                    "width", "channels", "dtype", "levels", "fit", "sha256", "cache_file"]
+                    "width", "format", "axes", "shape", "dtype", "compression",
+                    "bits_per_sample", "channel_names", "channel", "z_project", "pixel_size_um",
+                    "levels", "fit", "sha256", "cache_file"]
 
 
 @dataclass
@@ -45,6 +49,7 @@ class IngestResult:
     manifest: pd.DataFrame
     metrics: dict
     problems: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # acquisition confounds, mixed sizes
 
 
 def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
@@ -55,7 +60,7 @@ def manifest_digest(manifest: pd.DataFrame, params: DataParams) -> str:
     """
     digest = hashlib.sha256(f"{params.crop_size}|{params.acquire_downsample}|"
                             f"{params.on_size_mismatch}|{params.positive}|{params.bit_depth}|"
-                            f"{params.float_range}|{params.channel}".encode())
+                            f"{params.float_range}|{params.channel}|{params.z_project}".encode())
     for row in manifest[["path", "class_name", "group", "sha256"]].itertuples(index=False):
         digest.update("|".join(row).encode())
     return digest.hexdigest()
@@ -79,7 +84,8 @@ def prepare_crop(path: Path, root: Path, params: DataParams) -> tuple[
                             "refused")
     if params.bit_depth == "auto":
         raise ValueError("resolve data.bit_depth: auto (ingest.resolved_data_params) first")
-    image, info = read_crop(path, params.bit_depth, params.float_range, params.channel)
+    image, info = read_crop(path, params.bit_depth, params.float_range, params.channel,
+                            params.z_project)
     image, fit = fit_to_size(image, params.crop_size, params.on_size_mismatch)
     original = None
     if params.acquire_downsample:
@@ -107,6 +113,8 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
             bar.advance(task)
             try:
                 image, original, info, fit = prepare_crop(path, raw_dir, params)
+            except PlaneChoiceError as exc:  # the params must choose: skipping would hide it
+                raise PipelineError(f"{path} {exc}") from None
             except AboveBitDepthError as exc:
                 bad(path, f"{exc}; set data.bit_depth to the camera's bit depth, or auto")
                 continue
@@ -119,9 +127,9 @@ def cache_crops(candidates: list, raw_dir: Path, cache_dir: Path, params: DataPa
             save_array_atomic(cache_dir / f"{crop_id}.npy", to_uint16(image)[None])
             rows.append({"crop_id": crop_id, "path": path.relative_to(raw_dir).as_posix(),
                          "class_name": class_name, "label": int(class_name == params.positive),
-                         "sample": sample, "group": group, "height": info["height"],
-                         "width": info["width"], "channels": info["channels"],
-                         "dtype": info["dtype"], "levels": info["levels"], "fit": fit,
+                         "sample": sample, "group": group,
+                         **{key: info[key] for key in MANIFEST_COLUMNS if key in info},
+                         "levels": info["levels"], "fit": fit,
                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                          "cache_file": f"{crop_id}.npy"})
     return rows
@@ -176,10 +184,12 @@ def resolved_data_params(candidates: list, params: DataParams) -> tuple[DataPara
     that came from. Files that cannot be read are left to the main pass, which names them."""
     if params.bit_depth != "auto":
         return params, "data.bit_depth"
-    peaks = []
+    peaks, choice = [], PlaneChoice(params.channel, params.z_project)
     for *_, path in candidates:
         try:
-            peaks.append(raw_peak(path, params.channel))
+            peaks.append(raw_peak(path, choice))
+        except PlaneChoiceError as exc:  # fail on the first such file, before the main pass
+            raise PipelineError(f"{path} {exc}") from None
         except BadImageError:
             continue
     try:
@@ -222,4 +232,5 @@ def ingest_crops(raw_dir: Path, cache_dir: Path, params: DataParams) -> IngestRe
         part = manifest[manifest["class_name"] == class_name]
         metrics[f"crops_{class_name}"] = len(part)
         metrics[f"groups_{class_name}"] = int(part["group"].nunique())
-    return IngestResult(manifest, metrics, bad.problems)
+    acquisition, warnings = acquisition_metrics(manifest)
+    return IngestResult(manifest, metrics | acquisition, bad.problems, warnings)

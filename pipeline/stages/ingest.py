@@ -25,6 +25,8 @@ def main() -> None:
     write_json_atomic(args.metrics, result.metrics)
     write_environment(args.environment)
     m = result.metrics
+    for message in result.warnings:
+        warn(message)
     for fitted in ("resized", "padded"):
         if m[fitted]:
             warn(f"{m[fitted]} of {m['crops']} crops {fitted} to {params.data.crop_size} px "
