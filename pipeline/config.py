@@ -266,6 +266,21 @@ class PredictParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    # Inverse regularisation strengths of the logistic regression tried; the one with the
+    # best validation group AUC is kept (the backbones choose their epoch the same way).
+    c_grid: list[float]
+    high_percentile: float  # the "bright spots" intensity feature, e.g. 99
+    texture_levels: int  # grey levels of the co-occurrence (GLCM) texture feature
+
+    def validate(self) -> None:
+        _check(len(self.c_grid) >= 1 and all(c > 0 for c in self.c_grid), "baseline.c_grid",
+               "one or more values > 0")
+        _check(50 <= self.high_percentile < 100, "baseline.high_percentile", "in [50, 100)")
+        _check(2 <= self.texture_levels <= 256, "baseline.texture_levels", "in [2, 256]")
+
+
+@dataclass(frozen=True)
 class DistributedParams:
     nproc: int  # processes per node for train_sr and train_classifier (torchrun when > 1)
 
@@ -288,6 +303,7 @@ class Params:
     augment: AugmentParams
     preprocess: PreprocessParams
     classifier: ClassifierParams
+    baseline: BaselineParams
     predict: PredictParams
     distributed: DistributedParams
 

@@ -336,7 +336,7 @@ def test_class_folders_are_read_and_their_names_ignored(tmp_path):
 
 
 def test_a_collapsed_model_and_a_one_group_class_are_flagged():
-    from pipeline.classify.evaluation import reliability
+    from pipeline.classify.scoring import reliability
 
     # the finding: 3 groups per class, 1/1/1 split, every test crop at p = 0.5419
     collapsed = pd.DataFrame({"group": ["a", "a", "b"], "label": [1, 1, 0],

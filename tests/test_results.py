@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from pipeline.classify.evaluation import reliability
+from pipeline.classify.scoring import reliability
 from pipeline.reporting.compare import comparison_table
 from pipeline.stats import evaluation_report
 from pipeline.tools.results import results_table

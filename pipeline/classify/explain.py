@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from models.backbones import BACKBONES
+from pipeline.data.split import class_names_from
 from pipeline.io import atomic_path
 
 if TYPE_CHECKING:  # torch loads only when a map is drawn: report imports class_names_from
@@ -139,7 +140,4 @@ def save_gradcam_grid(model: nn.Module, backbone: str, images: torch.Tensor,
     plt.close(fig)
 
 
-def class_names_from(split_frame: pd.DataFrame) -> tuple[str, str]:
-    """(negative, positive) class names as the split names them."""
-    names = split_frame.groupby("label")["class_name"].first()
-    return str(names.get(0, "negative")), str(names.get(1, "positive"))
+__all__ = ["class_names_from", "save_gradcam_grid"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline.classify.preprocess import preprocess_images
@@ -62,16 +61,6 @@ def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_
     images = load_images(image_folder(input_kind, crops_dir, sr_dir), crop_ids,
                          classifier_image_size(params), upscale, device)
     return preprocess_images(images, params.preprocess)
-
-
-def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.DataFrame:
-    subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
-    hint = f" ({hint})" if hint else ""
-    if subset.empty:
-        raise PipelineError(f"the {split} split is empty{hint}")
-    if subset["label"].nunique() < 2:
-        raise PipelineError(f"the {split} split holds one class only; AUC is undefined{hint}")
-    return subset
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Inference shared by evaluate, crossval and predict: load a trained classifier, score crops,
-choose the operating thresholds on the validation split.
+choose the operating thresholds on the validation split, time inference.
 
 A crop's decision is taken from its probability in one place (`stats.decide`), so that
 a chosen threshold changes every caller at once.
@@ -7,6 +7,7 @@ a chosen threshold changes every caller at once.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,33 +16,14 @@ import torch
 from torch import nn
 
 from models.classifier import build_classifier
+from pipeline.classify.scoring import fixed_thresholds, group_predictions, thresholds_from_scores
 from pipeline.cli import PipelineError, first_line
 from pipeline.config import ClassifierParams
 from pipeline.runtime.device import autocast_for
-from pipeline.stats import (
-    LEVELS,
-    aggregate_groups,
-    choose_threshold,
-    decide,
-    evaluation_report,
-    group_level,
-)
+from pipeline.stats import LEVELS, decide, evaluation_report
 
 __all__ = ["decide", "group_predictions", "load_trained", "predict_proba", "score_split",
            "validation_thresholds"]
-
-
-def group_predictions(crops: pd.DataFrame, class_names: tuple[str, str] | list[str],
-                      threshold: float, backbone: str) -> pd.DataFrame:
-    """One row per group of `crops` (group, prob): group, n_crops, prob (the mean of its
-    crops' probabilities), prediction (a class name), threshold, backbone. evaluate and
-    predict both write this table."""
-    groups = aggregate_groups(crops)
-    return pd.DataFrame({"group": groups["group"], "n_crops": groups["n_crops"],
-                         "prob": groups["prob"],
-                         "prediction": np.asarray(class_names)[decide(groups["prob"],
-                                                                      threshold)],
-                         "threshold": float(threshold), "backbone": backbone})
 
 
 @torch.no_grad()
@@ -80,21 +62,14 @@ def validation_thresholds(model: nn.Module, images: torch.Tensor | None,
     number needs no scores (`images` may then be None). The test split is never looked at."""
     rule = classifier.threshold
     if rule != "youden":
-        return {"rule": str(rule), "crop": float(rule), "group": float(rule),
-                "crop_range": [float(rule)] * 2, "group_range": [float(rule)] * 2}
+        return fixed_thresholds(rule)
     prob = predict_proba(model, images, device, classifier.eval_batch_size,
                          classifier.precision, classifier.channels_last)
     if not np.all(np.isfinite(prob)):
         raise PipelineError("the model gives non-finite probabilities (NaN) on the validation "
                             "split; retrain it (check the training loss curve)")
     crops = rows[["group", "label"]].reset_index(drop=True).assign(prob=prob)
-    thresholds = {"rule": rule}
-    for level in LEVELS:
-        frame = crops if level == "crop" else group_level(crops)
-        cut = choose_threshold(rule, frame["label"].to_numpy(), frame["prob"].to_numpy(),
-                               frame["group"].to_numpy(), classifier.bootstrap, seed)
-        thresholds |= {level: cut["cut"], f"{level}_range": [cut["low"], cut["high"]]}
-    return thresholds
+    return thresholds_from_scores(rule, crops, classifier.bootstrap, seed)
 
 
 def score_split(model: nn.Module, images: torch.Tensor, rows: pd.DataFrame,
@@ -112,3 +87,26 @@ def score_split(model: nn.Module, images: torch.Tensor, rows: pd.DataFrame,
     predictions = rows[["crop_id", "group", "label"]].reset_index(drop=True).assign(
         prob=prob.astype(np.float64), predicted=decide(prob, thresholds["crop"]))
     return predictions, evaluation_report(predictions, thresholds)
+
+
+@torch.no_grad()
+def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                    batch: int, precision: str, channels_last: bool,
+                    single_runs: int = 20) -> dict[str, float]:
+    """ms per image at batch 1 (median) and images/s batched, after a warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    predict_proba(model, images[:2], device, 1, precision, channels_last)  # warm-up
+    single = []
+    for index in range(min(single_runs, len(images))):
+        sync()
+        start = time.perf_counter()
+        predict_proba(model, images[index:index + 1], device, 1, precision, channels_last)
+        sync()
+        single.append(time.perf_counter() - start)
+    sync()
+    start = time.perf_counter()
+    predict_proba(model, images, device, batch, precision, channels_last)
+    sync()
+    batched = time.perf_counter() - start
+    return {"infer_ms_per_image": round(1000 * float(np.median(single)), 3),
+            "infer_images_per_s": round(len(images) / batched, 2)}

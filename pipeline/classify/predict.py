@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.classify.bundle import BundleClassifier, BundleError, load_bundle
-from pipeline.classify.inference import decide, group_predictions
+from pipeline.classify.scoring import decide, group_predictions
 from pipeline.cli import PipelineError, progress
 from pipeline.data.image_files import AboveBitDepthError, BadImageError, PlaneChoiceError
 from pipeline.data.ingest import prepare_crop

@@ -106,3 +106,19 @@ def split_metrics(frame: pd.DataFrame) -> dict:
         metrics["folds"] = int(frame["fold"].max() + 1)
         metrics["groups_in_two_folds"] = int((frame.groupby("group")["fold"].nunique() > 1).sum())
     return metrics
+
+
+def split_subset(split_frame: pd.DataFrame, split: str, hint: str = "") -> pd.DataFrame:
+    subset = split_frame[split_frame["split"] == split].reset_index(drop=True)
+    hint = f" ({hint})" if hint else ""
+    if subset.empty:
+        raise PipelineError(f"the {split} split is empty{hint}")
+    if subset["label"].nunique() < 2:
+        raise PipelineError(f"the {split} split holds one class only; AUC is undefined{hint}")
+    return subset
+
+
+def class_names_from(split_frame: pd.DataFrame) -> tuple[str, str]:
+    """(negative, positive) class names as the split names them."""
+    names = split_frame.groupby("label")["class_name"].first()
+    return str(names.get(0, "negative")), str(names.get(1, "positive"))

@@ -23,6 +23,7 @@ from pipeline.reporting.experiments import (
     with_interval,
     with_spread,
 )
+from pipeline.reporting.labels import classifier_label
 from pipeline.stats import LEVELS, GroupMismatchError, paired_comparison
 
 TABLE_COLUMNS = [
@@ -117,7 +118,7 @@ def readable_cells(part: pd.DataFrame) -> pd.DataFrame:
     """One dataset's cells with human headers: figures of the first seed's model with their
     95% intervals, and the group AUC's mean and sd over the seeds."""
     return pd.DataFrame({
-        "Backbone": part["backbone"],
+        "Backbone": part["backbone"].map(classifier_label),
         "Input": part["input_label"].astype(object).fillna(part["input"]),
         "Generator": part["generator"].astype(object).fillna("").replace("", "-"),
         "Group AUC [95% CI]": part.apply(lambda r: with_interval(r, "group_auc"), axis=1),

@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline.cli import PipelineError, console, print_frame
 from pipeline.io import atomic_path, read_crop_table, read_json
-from pipeline.reporting.labels import input_label
+from pipeline.reporting.labels import BASELINE, classifier_label, input_label
 from pipeline.stats import (
     LEVELS,
     GroupMismatchError,
@@ -43,7 +43,7 @@ def comparison_table(eval_dir: Path, backbones: list[str], sr_metrics: dict) -> 
         if not path.is_file():
             raise PipelineError(f"{path}: missing; run the evaluate stage for {backbone}")
         metrics = read_json(path, required=True)
-        row = {"backbone": backbone,
+        row = {"backbone": classifier_label(backbone),
                "input": input_label(metrics["input"], sr_metrics.get("sr_better_than_bicubic")),
                "threshold_rule": metrics["threshold"]["rule"],
                "seeds": len(metrics["seeds"]["seeds"]), "precision": metrics.get("precision")}
@@ -91,7 +91,8 @@ def paired_comparisons(eval_dir: Path, backbones: list[str], permutations: int,
             first, second = spreads[a][f"{level}_auc"], spreads[b][f"{level}_auc"]
             result[f"{level}_seed_difference"] = first["mean"] - second["mean"]
             result[f"{level}_seed_sd"] = pooled_sd(first["sd"], second["sd"])
-        rows.append({"backbone_a": a, "backbone_b": b, **result})
+        rows.append({"backbone_a": classifier_label(a), "backbone_b": classifier_label(b),
+                     **result})
     return with_holm(pd.DataFrame(rows, columns=PAIRED_COLUMNS))
 
 
@@ -149,8 +150,10 @@ def readable_table(frame: pd.DataFrame) -> pd.DataFrame:
                 cell(row[f"{level}_balanced_accuracy"], row[f"{level}_balanced_accuracy_ci_low"],
                      row[f"{level}_balanced_accuracy_ci_high"])
                 + f" at {row[f'{level}_threshold']:.2f}")
-        shown[f"Group AUC over {row['seeds']} seeds"] = mean_sd(row["group_auc_seed_mean"],
-                                                                 row["group_auc_seed_sd"])
+        # one column for every row: the baseline is deterministic and runs once
+        shown["Group AUC over seeds (n)"] = (mean_sd(row["group_auc_seed_mean"],
+                                                     row["group_auc_seed_sd"])
+                                             + f" ({row['seeds']})")
         shown["Caveat"] = row["caveat"] or ""
         rows.append(shown)
     return pd.DataFrame(rows)
@@ -209,7 +212,8 @@ def plot_roc_overlay(eval_dir: Path, backbones: list[str], path: Path) -> None:
             points = roc_points(rows["label"].to_numpy(), rows["prob"].to_numpy())
             auc = read_json(eval_dir / backbone / "metrics.json", required=True)[level]["auc"]
             ax.plot([p["fpr"] for p in points], [p["tpr"] for p in points],
-                    label=f"{backbone} (AUC {auc:.3f})")
+                    label=f"{classifier_label(backbone)} (AUC {auc:.3f})",
+                    **({"ls": ":", "color": "0.35"} if backbone == BASELINE else {}))
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(title=f"ROC, test split, {level} level", xlabel="1 - specificity",
                ylabel="sensitivity")

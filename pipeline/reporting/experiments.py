@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.cli import PipelineError
 from pipeline.config import flatten
-from pipeline.reporting.labels import input_label
+from pipeline.reporting.labels import BASELINE, input_label
 
 # Executor states of `dvc exp show --json` (dvc/repo/experiments/serialize.py ExpExecutor)
 # whose metrics are not the experiment's own: a queued run has none yet, a running one
@@ -156,6 +156,19 @@ def setting_key(params: dict, free: tuple[str, ...] = ()) -> str:
 # A table's axes: the grid varies lr and batch size, the ablation the classifier's input.
 GRID_AXES = ("lr", "batch_size")
 ABLATION_AXES = ("classifier.input", "sr.generator")
+# What the shortcut baseline's figures depend on (dvc.yaml's baseline stage, and the data
+# and split before it): experiments that differ only in other params share one baseline.
+BASELINE_SETTING = ("seed", "baseline", "classifier.threshold", "classifier.bootstrap", "data",
+                    "split")
+
+
+def baseline_setting(params: dict) -> str:
+    """setting_key's hash over only the params the baseline's figures depend on."""
+    import hashlib
+
+    kept = {key: value for key, value in sorted(flatten(params).items())
+            if any(key == s or key.startswith(s + ".") for s in BASELINE_SETTING)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def evaluation_rows(experiment: Experiment) -> list[dict]:
@@ -177,6 +190,10 @@ def evaluation_rows(experiment: Experiment) -> list[dict]:
             else "", "lr": params.get("lr"), "batch_size": params.get("batch_size"),
             "setting": setting_key(params), "grid_setting": setting_key(params, GRID_AXES),
             "ablation_setting": setting_key(params, ABLATION_AXES)}
+        if parts[2] == BASELINE:  # one cell per data set: lr, batch and input do not apply
+            row |= {"lr": np.nan, "batch_size": np.nan, "setting": baseline_setting(params),
+                    "grid_setting": baseline_setting(params),
+                    "ablation_setting": baseline_setting(params)}
         for level in LEVELS:
             row |= {f"{level}_{key}": (metrics.get(level) or {}).get(key, np.nan)
                     for key in FIGURES}
@@ -188,7 +205,8 @@ def evaluation_rows(experiment: Experiment) -> list[dict]:
         # DVC's exp show drops lists from metrics: the seed list is there in the file, not
         # here, so the count comes from the params evaluate ran with.
         seed_list = (metrics.get("seeds") or {}).get("seeds")
-        row |= {"seeds": len(seed_list) if seed_list else int(classifier.get("seeds") or 1),
+        seeds = 1 if parts[2] == BASELINE else int(classifier.get("seeds") or 1)
+        row |= {"seeds": len(seed_list) if seed_list else seeds,
                 "test_groups": metrics.get("test_groups"), "experiment": experiment.name,
                 "rev": experiment.rev, "timestamp": experiment.timestamp,
                 "input_label": input_label(source, sr_metrics.get("sr_better_than_bicubic"))}
@@ -218,7 +236,10 @@ def grid_table(experiments: list[Experiment]) -> tuple[pd.DataFrame, int]:
 
 
 def format_lr(lr: float) -> str:
-    """A learning rate as written in params.yaml (0.0001, not 1e-04 or 0.000)."""
+    """A learning rate as written in params.yaml (0.0001, not 1e-04 or 0.000); '-' for the
+    baseline, which has none."""
+    if lr is None or pd.isna(lr):
+        return "-"
     return np.format_float_positional(float(lr), trim="-")
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from models.backbones import BACKBONES
 from pipeline.cli import PipelineError
 from pipeline.io import read_crop_table, read_json
+from pipeline.reporting.labels import classifier_label
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -195,6 +196,101 @@ def confusion_section(reports: Path, split: Path, backbones: list[str]) -> str:
             f"<img alt='confusion' src='{_png(fig)}'>")
 
 
+def shortcut_banner(reports: Path) -> str:
+    """The shortcut verdict at the top of the report when the baseline comes close to the
+    best backbone ('' otherwise: the section below still gives the figures)."""
+    from pipeline.reporting.shortcut import verdict_text
+
+    verdict = read_json(reports / "compare" / "shortcut.json")
+    if not verdict.get("shortcut_suspected"):
+        return ""
+    return f"<p class='banner'><b>Is it the disease or the microscope?</b> " \
+           f"{html.escape(verdict_text(verdict))}</p>"
+
+
+def shortcut_section(reports: Path) -> str:
+    """Could something simpler explain the result: the baseline's verdict, which features
+    carry its signal, brightness per group, and the acquisition fields per class."""
+    from pipeline.reporting.shortcut import RULE_TEXT, verdict_text
+
+    verdict = read_json(reports / "compare" / "shortcut.json")
+    baseline = read_json(reports / "eval" / "baseline" / "metrics.json")
+    if not verdict and not baseline:
+        return ""
+    out = ("<h2>Shortcut check: is it the disease or the microscope?</h2>"
+           f"<p>{html.escape(verdict_text(verdict))}</p><p class='note'>The baseline is a "
+           "logistic regression (scikit-learn) on five per-crop features, trained on the "
+           "backbones' training groups, its regularisation (C = "
+           f"{baseline.get('chosen_c')}) and cut chosen on their validation groups, and "
+           "scored on the same test groups with the same statistics. A shortcut is "
+           f"suspected when {html.escape(RULE_TEXT)}.</p>")
+    features = baseline.get("features", {})
+    if features:
+        rows = [{"Feature": name, "What it measures": figures["what"],
+                 "Coefficient (standardised)": figures["coefficient"],
+                 "Test crop AUC alone": figures["test_crop_auc_alone"],
+                 "Higher in": figures["higher_in"] + " class"}
+                for name, figures in sorted(features.items(),
+                                            key=lambda kv: -(kv[1]["test_crop_auc_alone"]
+                                                             or 0))]
+        out += ("<h3>Which features carry the signal</h3><p class='note'>A feature's "
+                "direction is taken from the training split; its AUC alone is on the test "
+                "crops.</p>" + _table(pd.DataFrame(rows)))
+    out += brightness_figure(reports / "baseline" / "groups.csv")
+    out += acquisition_table(read_json(reports / "ingest" / "metrics.json"))
+    return out
+
+
+def brightness_figure(path: Path) -> str:
+    """Per-group mean intensity by class: shifts between imaging sessions (the classic batch
+    effect) show as classes apart on brightness alone."""
+    if not path.is_file():
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = read_crop_table(path)
+    classes = sorted(groups["class_name"].unique())
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    rng = np.random.default_rng(0)  # jitter only, so points do not hide one another
+    for split, marker in (("train", "o"), ("val", "s"), ("test", "^")):
+        part = groups[groups["split"] == split]
+        x = part["class_name"].map(classes.index) + rng.uniform(-0.15, 0.15, len(part))
+        ax.scatter(x, part["mean_intensity"], marker=marker, s=22, alpha=0.75, label=split)
+    ax.set(xticks=range(len(classes)), xticklabels=classes,
+           ylabel="group mean intensity\n(mean of its crops, 0-1)",
+           title="Brightness per group (one point per patient sample)")
+    ax.legend(title="split", fontsize=7, title_fontsize=7, loc="center left",
+              bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return ("<h3>Brightness per group</h3><p class='note'>Brightness shifts between imaging "
+            "sessions are the classic batch effect: if the classes sit apart here, a model "
+            "can separate them by brightness alone.</p>"
+            f"<img alt='brightness per group' src='{_png(fig)}'>")
+
+
+def acquisition_table(ingest: dict) -> str:
+    """What the files of each class say of their acquisition (ingest's comparison)."""
+    from pipeline.data.acquisition import ACQUISITION_FIELDS
+
+    by_field = ingest.get("acquisition") or {}
+    if not by_field:
+        return ""
+    rows = [{"Field": ACQUISITION_FIELDS.get(name, name), **per_class}
+            for name, per_class in by_field.items()]
+    separating = ingest.get("acquisition_confounds", "none")
+    note = ("<p class='banner'><b>Acquisition differs by class:</b> "
+            f"{html.escape(separating)} separates the classes on its own.</p>"
+            if separating != "none" else
+            "<p class='note'>No acquisition field read from the files separates the classes"
+            " (values per class; several values: counts in brackets).</p>")
+    return "<h3>Acquisition per class, as the files record it</h3>" + note + _table(
+        pd.DataFrame(rows))
+
+
 def comparison_section(reports: Path) -> str:
     from pipeline.reporting.compare import readable_costs, readable_paired, readable_table
 
@@ -284,7 +380,8 @@ def experiments_section() -> str:
     if frame.empty or frame[["lr", "batch_size"]].drop_duplicates().shape[0] < 2:
         return ""
     shown = pd.DataFrame({
-        "Data": frame["dataset"], "Backbone": frame["backbone"], "Input": frame["input_label"],
+        "Data": frame["dataset"], "Backbone": frame["backbone"].map(classifier_label),
+        "Input": frame["input_label"],
         "lr": frame["lr"].map(format_lr), "Batch": frame["batch_size"],  # 0.0001, not 0.000
         "Group AUC [95% CI]": frame.apply(lambda r: with_interval(r, "group_auc"), axis=1),
         "Crop AUC [95% CI]": frame.apply(lambda r: with_interval(r, "crop_auc"), axis=1),
@@ -299,6 +396,7 @@ def build_report(reports: Path, split: Path, backbones: list[str],
                  with_experiments: bool) -> str:
     sections = [dataset_section(reports), sr_section(reports),
                 curves_section(reports, backbones), comparison_section(reports),
+                shortcut_section(reports),
                 confusion_section(reports, split, backbones), gradcam_section(reports, backbones),
                 crossval_section(reports)]
     if with_experiments:
@@ -309,7 +407,7 @@ def build_report(reports: Path, split: Path, backbones: list[str],
             f"report</h1><p class='note'>All figures come from held-out test groups unless "
             f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
             f"correct at the threshold chosen on the validation split (named in the "
-            f"tables).</p>{body}</body></html>\n")
+            f"tables).</p>{shortcut_banner(reports)}{body}</body></html>\n")
 
 
 def write_report(out: Path, reports: Path, split: Path, params_path: Path,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.classify.augment import make_training_set
-from pipeline.classify.images import load_classifier_images, split_subset
+from pipeline.classify.images import load_classifier_images
 from pipeline.cli import console, stage_main, stage_parser
 from pipeline.config import load_params
 from pipeline.data.images import to_uint16
+from pipeline.data.split import split_subset
 from pipeline.environment import write_environment
 from pipeline.io import (
     bytes_under,

@@ -3,9 +3,9 @@ tests over the same test groups, and a ROC overlay."""
 
 from __future__ import annotations
 
-from pipeline.cli import stage_main, stage_parser
+from pipeline.cli import stage_main, stage_parser, warn
 from pipeline.config import load_params
-from pipeline.io import read_json, write_csv_atomic, write_text_atomic
+from pipeline.io import read_json, write_csv_atomic, write_json_atomic, write_text_atomic
 from pipeline.reporting.compare import (
     comparison_table,
     markdown_table,
@@ -16,25 +16,38 @@ from pipeline.reporting.compare import (
     readable_paired,
     readable_table,
 )
+from pipeline.reporting.labels import BASELINE
+from pipeline.reporting.shortcut import shortcut_verdict, verdict_text
 
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "eval-dir", "sr-metrics", ("out", "reports/compare"))
+    parser = stage_parser(__doc__, "eval-dir", "sr-metrics", ("out", "reports/compare"),
+                          ("shortcut", "the shortcut verdict (metrics JSON)"))
     args = parser.parse_args()
     params = load_params(args.params)
-    backbones = params.classifier.backbones
-    frame = comparison_table(args.eval_dir, backbones, read_json(args.sr_metrics))
-    paired = paired_comparisons(args.eval_dir, backbones, params.classifier.permutations,
+    baseline = read_json(args.eval_dir / BASELINE / "metrics.json")
+    # The baseline is compared as one more classifier: same table, tests and Holm family.
+    names = params.classifier.backbones + ([BASELINE] if baseline else [])
+    frame = comparison_table(args.eval_dir, names, read_json(args.sr_metrics))
+    paired = paired_comparisons(args.eval_dir, names, params.classifier.permutations,
                                 params.seed)
+    verdict = shortcut_verdict(frame, paired, baseline.get("features", {}))
     write_csv_atomic(args.out / "table.csv", frame)
     write_csv_atomic(args.out / "paired.csv", paired)
+    write_json_atomic(args.shortcut, verdict)
     paired_text = markdown_table(readable_paired(paired)) if not paired.empty else ""
-    write_text_atomic(args.out / "table.md", markdown_table(readable_table(frame))
+    write_text_atomic(args.out / "table.md", f"> {verdict_text(verdict)}\n\n"
+                      + markdown_table(readable_table(frame))
                       + "\n## Costs\n\n" + markdown_table(readable_costs(frame)) + (
         "\n## Paired comparisons (same test groups)\n\n" + paired_text if paired_text else ""))
-    plot_roc_overlay(args.eval_dir, backbones, args.out / "roc_overlay.png")
+    plot_roc_overlay(args.eval_dir, names, args.out / "roc_overlay.png")
     print_comparison(frame, paired)
+    if not baseline:
+        warn(f"no {args.eval_dir / BASELINE / 'metrics.json'}: the shortcut check did not run "
+             "(dvc repro baseline)")
+    elif verdict["shortcut_suspected"]:
+        warn(verdict_text(verdict))
 
 if __name__ == "__main__":
     main()

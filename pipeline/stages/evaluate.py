@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.classify.evaluation import (
-    group_table,
-    inference_speed,
-    print_summary,
-    reliability,
-    seed_spread,
-)
 from pipeline.classify.explain import class_names_from, save_gradcam_grid
-from pipeline.classify.images import load_classifier_images, split_subset
-from pipeline.classify.inference import load_trained, score_split, validation_thresholds
+from pipeline.classify.images import load_classifier_images
+from pipeline.classify.inference import (
+    inference_speed,
+    load_trained,
+    score_split,
+    validation_thresholds,
+)
 from pipeline.classify.preprocess import describe
+from pipeline.classify.scoring import group_table, print_summary, reliability, seed_spread
 from pipeline.cli import stage_main, stage_parser
 from pipeline.config import load_params, seed_runs
+from pipeline.data.split import split_subset
 from pipeline.environment import write_environment
 from pipeline.io import read_crop_table, read_json, write_csv_atomic, write_json_atomic
 from pipeline.runtime.device import effective_precision, resolve_device

@@ -12,11 +12,12 @@ import dataclasses
 import pandas as pd
 import torch
 
-from pipeline.classify.images import load_classifier_images, split_subset
+from pipeline.classify.images import load_classifier_images
 from pipeline.classify.training import train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import classifier_image_size, load_params, seed_runs
 from pipeline.data.images import from_uint16
+from pipeline.data.split import split_subset
 from pipeline.environment import write_environment
 from pipeline.io import (
     load_array,

@@ -23,7 +23,7 @@ from pipeline.reporting.experiments import (
     grid_table,
     with_spread,
 )
-from pipeline.reporting.labels import NO_GAIN
+from pipeline.reporting.labels import BASELINE, BASELINE_LABEL, NO_GAIN
 
 
 def print_grid(frame: pd.DataFrame) -> None:
@@ -32,6 +32,13 @@ def print_grid(frame: pd.DataFrame) -> None:
         return
     for (dataset, setting, backbone), part in frame.groupby(
             ["dataset", "grid_setting", "backbone"], sort=True, dropna=False):
+        if backbone == BASELINE:  # lr and batch size do not apply: one line per data set
+            row = part.iloc[0]
+            console.print(f"{BASELINE_LABEL} (no lr or batch size; data: {dataset}): "
+                          + ", ".join(f"{level} AUC {row[f'{level}_auc']:.3f} / balanced "
+                                      f"accuracy {row[f'{level}_balanced_accuracy']:.3f}"
+                                      for level in LEVELS), highlight=False)
+            continue
         lrs, sizes = sorted(part["lr"].unique()), sorted(part["batch_size"].unique())
         first = part.iloc[0]
         shown_input = first["input_label"] + (f" ({first['generator']})"

@@ -16,7 +16,8 @@ from rich.table import Table
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import load_params
 from pipeline.io import read_json
-from pipeline.reporting.labels import NO_GAIN, input_label
+from pipeline.reporting.labels import BASELINE, NO_GAIN, classifier_label, input_label
+from pipeline.reporting.shortcut import verdict_text
 from pipeline.stats import caveats
 
 
@@ -37,7 +38,7 @@ def results_table(reports: Path, backbones: list[str],
         caveat = caveats(metrics)
         if caveat:
             notes.append(f"* {backbone}: {caveat}")
-        row = [backbone + (" *" if caveat else ""),
+        row = [classifier_label(backbone) + (" *" if caveat else ""),
                input_label(str(metrics["input"]), sr_better_than_bicubic)]
         for level in ("crop", "group"):
             figures, half = metrics[level], metrics["at_0_5"][level]
@@ -78,9 +79,12 @@ def main() -> None:
         if sr.get("sr_better_than_bicubic") is False:
             console.print(f"[bold yellow]{NO_GAIN}: SR does no better than bicubic here[/]",
                           highlight=False)
-    table, notes = results_table(args.reports, params.classifier.backbones,
+    table, notes = results_table(args.reports, params.classifier.backbones + [BASELINE],
                                  sr.get("sr_better_than_bicubic"))
     console.print(table)
+    verdict = read_json(args.reports / "compare" / "shortcut.json")
+    if verdict.get("shortcut_suspected"):
+        console.print(f"[bold yellow]{verdict_text(verdict)}[/]", highlight=False)
     for note in notes:
         console.print(f"[bold yellow]{note}: not a finding[/]", highlight=False)
     console.print(f"cut: threshold chosen on the validation split "

@@ -1,18 +1,49 @@
-"""Evaluating a trained classifier on the test split: how far its figures can be trusted,
-how fast it infers, the per-group table, the spread over training seeds, and the console
-summary."""
+"""From scores to figures, shared by evaluate and the baseline (and predict's group table):
+the thresholds chosen on validation, the per-group table, the spread over training seeds,
+how far the figures can be trusted, and the console summary. No torch here: the baseline
+stage, which trains no network, imports this and not the inference code."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
-import torch
 
-from pipeline.classify.inference import group_predictions, predict_proba
 from pipeline.cli import console, warn
-from pipeline.stats import LEVELS, group_level
+from pipeline.stats import LEVELS, aggregate_groups, choose_threshold, decide, group_level
+
+
+def group_predictions(crops: pd.DataFrame, class_names: tuple[str, str] | list[str],
+                      threshold: float, backbone: str) -> pd.DataFrame:
+    """One row per group of `crops` (group, prob): group, n_crops, prob (the mean of its
+    crops' probabilities), prediction (a class name), threshold, backbone. evaluate and
+    predict both write this table."""
+    groups = aggregate_groups(crops)
+    return pd.DataFrame({"group": groups["group"], "n_crops": groups["n_crops"],
+                         "prob": groups["prob"],
+                         "prediction": np.asarray(class_names)[decide(groups["prob"],
+                                                                      threshold)],
+                         "threshold": float(threshold), "backbone": backbone})
+
+
+def thresholds_from_scores(rule: str | float, crops: pd.DataFrame, resamples: int,
+                           seed: int) -> dict:
+    """{rule, crop, group, crop_range, group_range}: classifier.threshold applied to the
+    validation crops' probabilities (`crops`: group, label, prob) and to their groups' mean
+    probabilities (youden: the median cut over resamples of the validation groups, with
+    its 5-95% range)."""
+    thresholds = {"rule": rule}
+    for level in LEVELS:
+        frame = crops if level == "crop" else group_level(crops)
+        cut = choose_threshold(rule, frame["label"].to_numpy(), frame["prob"].to_numpy(),
+                               frame["group"].to_numpy(), resamples, seed)
+        thresholds |= {level: cut["cut"], f"{level}_range": [cut["low"], cut["high"]]}
+    return thresholds
+
+
+def fixed_thresholds(rule: float) -> dict:
+    """The thresholds of a fixed classifier.threshold: the same cut at both levels."""
+    return {"rule": str(rule), "crop": float(rule), "group": float(rule),
+            "crop_range": [float(rule)] * 2, "group_range": [float(rule)] * 2}
 
 
 def group_table(predictions: pd.DataFrame, class_names: tuple[str, str], threshold: float,
@@ -53,29 +84,6 @@ def reliability(predictions: pd.DataFrame) -> dict:
     per_class = predictions.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
     return {"prob_spread": spread, "collapsed": spread < COLLAPSE_SPREAD,
             "group_level_estimable": bool((per_class >= 2).all())}
-
-
-@torch.no_grad()
-def inference_speed(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
-                    batch: int, precision: str, channels_last: bool,
-                    single_runs: int = 20) -> dict[str, float]:
-    """ms per image at batch 1 (median) and images/s batched, after a warm-up."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    predict_proba(model, images[:2], device, 1, precision, channels_last)  # warm-up
-    single = []
-    for index in range(min(single_runs, len(images))):
-        sync()
-        start = time.perf_counter()
-        predict_proba(model, images[index:index + 1], device, 1, precision, channels_last)
-        sync()
-        single.append(time.perf_counter() - start)
-    sync()
-    start = time.perf_counter()
-    predict_proba(model, images, device, batch, precision, channels_last)
-    sync()
-    batched = time.perf_counter() - start
-    return {"infer_ms_per_image": round(1000 * float(np.median(single)), 3),
-            "infer_images_per_s": round(len(images) / batched, 2)}
 
 
 def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
