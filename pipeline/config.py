@@ -281,6 +281,18 @@ class BaselineParams:
 
 
 @dataclass(frozen=True)
+class RuntimeParams:
+    # auto: the CPUs this process may use, shared among the pipeline stages running beside
+    # it (pipeline/runtime/threads.py); a number fixes torch's threads. No stage lists it:
+    # it changes how fast a stage runs, not what it computes.
+    threads: int | str
+
+    def validate(self) -> None:
+        _check(self.threads == "auto" or (type(self.threads) is int and self.threads >= 1),
+               "runtime.threads", f"auto | a number >= 1, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
 class DistributedParams:
     nproc: int  # processes per node for train_sr and train_classifier (torchrun when > 1)
 
@@ -306,6 +318,7 @@ class Params:
     baseline: BaselineParams
     predict: PredictParams
     distributed: DistributedParams
+    runtime: RuntimeParams
 
     def validate(self) -> None:
         _check(bool(self.profile.strip()), "profile", "the name of a pipeline/conf/profile file")

@@ -46,6 +46,7 @@ from pipeline.runtime.distributed import (
     replica_digests,
     wrap,
 )
+from pipeline.runtime.threads import fit_threads
 
 # Classifier keys that do not change a training run (the number of seeds adds runs; each run's
 # own seed is in the config): a change keeps the checkpoints.
@@ -304,6 +305,7 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                             status="")
         first_in_process = run.epoch
         while run.epoch < last:
+            fit_threads()  # a run started beside this one since: make room
             started = time.perf_counter()
             trained, images = train_one_epoch(setup, device, params.classifier.precision,
                                               run.epoch)

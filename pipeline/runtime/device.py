@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.cli import PipelineError, console
+from pipeline.runtime.threads import fit_threads
 
 # Where the per-GPU lock files live: one folder per machine and user, shared by every
 # pipeline process (a queued experiment runs in its own copy of the repository, so a
@@ -102,12 +103,14 @@ def _claim_for_auto() -> int:
     return index
 
 
-def resolve_device(name: str):
-    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly.
+def resolve_device(name: str, threads: int | str = "auto"):
+    """Map params `device` (auto|cpu|cuda|cuda:N) to a torch.device, failing clearly, and fit
+    torch's CPU threads to `threads` (runtime.threads, see runtime/threads.py).
 
     `auto` on a machine with several GPUs claims one that no other pipeline process holds
     (claim_gpu), once per process, so `dvc queue start -j N` on N GPUs runs one experiment
     per GPU. Under torchrun each rank marks its LOCAL_RANK's GPU as held."""
+    fit_threads(threads)
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")

@@ -29,6 +29,7 @@ from pipeline.runtime.checkpoints import load_checkpoint
 from pipeline.runtime.device import seed_everything
 from pipeline.runtime.distributed import SINGLE_PROCESS, DistContext, barrier, replica_digests
 from pipeline.runtime.placement import gather_rows, place
+from pipeline.runtime.threads import fit_threads
 from pipeline.sr.quality import evaluate_sr
 from pipeline.sr.steps import (
     SRTraining,
@@ -132,6 +133,7 @@ def train_steps(run: SRTraining, pairs: dict[str, np.ndarray], params: SRParams,
             if checked:
                 # waits for the device: the chunk's steps are done
                 raise_if_nonfinite(run, context)
+                fit_threads()  # a run started beside this one since: make room
                 run.seconds += time.perf_counter() - chunk_started
             if validating:
                 scores = validate(run, pairs, phase, params, device, running)

@@ -33,7 +33,7 @@ def main() -> None:
                           "metrics", environment=True)
     args = parser.parse_args()
     params = load_params(args.params)
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, params.runtime.threads)
     train = split_subset(read_crop_table(args.split), "train")
     images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
                                     train["crop_id"].tolist(), device)

@@ -34,7 +34,7 @@ def main() -> None:
         raise PipelineError(f"{args.folds} holds no folds; rerun the split stage")
     split_frame = split_frame.merge(folds_frame[["crop_id", "fold"]], on="crop_id",
                                     validate="one_to_one")
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, params.runtime.threads)
     input_kind = crossval_input(params.classifier.input)
     if input_kind != params.classifier.input:
         console.print(f"crossval: reading {input_kind} images in place of "

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     cp = params.classifier
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, params.runtime.threads)
     split_frame = read_crop_table(args.split)
     test = split_subset(split_frame, "test")
     images = load_classifier_images(params, cp.input, args.crops, args.sr,

@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     sr = params.sr
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, params.runtime.threads)
     model, generator_name = load_generator(args.model, sr.scale)
     crop_ids = read_crop_table(args.manifest)["crop_id"].tolist()
     with staged_directory(args.out) as staging:

@@ -41,7 +41,7 @@ def main() -> None:
     if args.backbone not in params.classifier.backbones:
         raise PipelineError(f"backbone {args.backbone!r} is not in classifier.backbones")
     run_under_torchrun(params.distributed.nproc, __spec__.name)
-    context, device = init_distributed(resolve_device(params.device))
+    context, device = init_distributed(resolve_device(params.device, params.runtime.threads))
     # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
     # warns about: every array that becomes a tensor here is a writable copy.
     train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))

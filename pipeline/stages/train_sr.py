@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     run_under_torchrun(params.distributed.nproc, __spec__.name)
-    context, device = init_distributed(resolve_device(params.device))
+    context, device = init_distributed(resolve_device(params.device, params.runtime.threads))
     pairs = {path.stem: load_array(path) for path in sorted(args.pairs.glob("*.npy"))}
     prepare_checkpoint_dir(args.checkpoints)
     result = train_sr(pairs, params.sr, device, params.seed, args.checkpoints, context=context)
