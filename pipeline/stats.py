@@ -15,11 +15,14 @@ group are correlated, so every interval and test here treats the group as the un
 * proportions (sensitivity, specificity, accuracy): Wilson intervals, at crop level on the
   effective number of crops that the between-group variance leaves; balanced accuracy by
   MOVER (Zou & Donner 2008) from its two Wilson intervals;
-* paired comparisons: sign-flip permutation of the two models' scores group by group (exact
-  up to 2**14 groups' flips, else Monte Carlo), Holm-adjusted across a table's comparisons.
+* paired comparisons: the AUC difference over its clustered DeLong standard error, referred
+  to its own distribution under group-by-group swaps of the two models' within-model ranks
+  (a studentized permutation test: exact up to 2**14 groups' swaps, else Monte Carlo),
+  Holm-adjusted across a table's comparisons.
 
 `tests/test_intervals.py` checks coverage and false-positive rates by simulation. Where no
-interval exists the bounds are None ("not estimable"), never a zero-width point.
+interval exists (fewer than MIN_GROUPS_PER_CLASS groups in a class, or a zero width) the
+bounds are None ("not estimable"), never a point or a guess.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 LEVELS = ("crop", "group")
 THRESHOLDED = ("accuracy", "balanced_accuracy", "sensitivity", "specificity")
 ALPHA = 0.05
+# Fewer groups than this in a class and no interval or paired test is reported: a
+# between-group variance needs two groups, and one group's crops are one observation.
+MIN_GROUPS_PER_CLASS = 2
 
 
 class Interval(NamedTuple):
@@ -245,8 +251,9 @@ def hanley_mcneil_variance(auc: float, n_negative: int, n_positive: int) -> floa
 def auc_score_interval(auc: float, n_negative: int, n_positive: int,
                        alpha: float = ALPHA) -> Interval:
     """All theta whose Hanley-McNeil variance puts the observed AUC within z standard
-    errors (the score method, Newcombe 2006): defined at AUC 0 and 1, never a point."""
-    if not np.isfinite(auc) or n_negative < 1 or n_positive < 1:
+    errors (the score method, Newcombe 2006): defined at AUC 0 and 1, never a point; not
+    estimable below MIN_GROUPS_PER_CLASS of a class."""
+    if not np.isfinite(auc) or min(n_negative, n_positive) < MIN_GROUPS_PER_CLASS:
         return NOT_ESTIMABLE
     z = norm.ppf(1 - alpha / 2)
 
@@ -260,6 +267,17 @@ def auc_score_interval(auc: float, n_negative: int, n_positive: int,
     return _checked(Interval(float(low), float(high), f"{side}Hanley-McNeil score"))
 
 
+def _placements(scores: np.ndarray, positives: int) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's placement values of each row of `scores`, positives in its first columns:
+    per positive the share of negatives below it, per negative the share of positives
+    above it, ties counting half (each row's mean over its positives is its AUC)."""
+    ranks = rankdata(scores, axis=1)
+    negatives = scores.shape[1] - positives
+    below = (ranks[:, :positives] - rankdata(scores[:, :positives], axis=1)) / negatives
+    above = 1 - (ranks[:, positives:] - rankdata(scores[:, positives:], axis=1)) / positives
+    return below, above
+
+
 def _structural_components(predictions: pd.DataFrame, score_column: str = "prob"
                            ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(AUC, per-positive-group V10 sums, per-negative-group V01 sums, crops per positive
@@ -269,9 +287,8 @@ def _structural_components(predictions: pd.DataFrame, score_column: str = "prob"
     scores = predictions[score_column].to_numpy(dtype=np.float64)
     groups = predictions["group"].to_numpy()
     pos, neg = scores[labels == 1], scores[labels == 0]
-    ranks_all = rankdata(np.concatenate([pos, neg]))
-    placement_pos = (ranks_all[:len(pos)] - rankdata(pos)) / len(neg)   # share of negatives below
-    placement_neg = 1 - (ranks_all[len(pos):] - rankdata(neg)) / len(pos)
+    below, above = _placements(np.concatenate([pos, neg])[None, :], len(pos))
+    placement_pos, placement_neg = below[0], above[0]
     auc = float(placement_pos.mean())
     v10 = pd.Series(placement_pos).groupby(groups[labels == 1]).agg(["sum", "size"])
     v01 = pd.Series(placement_neg).groupby(groups[labels == 0]).agg(["sum", "size"])
@@ -294,11 +311,18 @@ def clustered_auc_variance(predictions: pd.DataFrame) -> tuple[float, float, int
 def crop_auc_interval(predictions: pd.DataFrame, alpha: float = ALPHA) -> Interval:
     """Crop-level AUC interval with crops clustered in groups: clustered DeLong on the logit
     scale, t quantile on min(groups) - 1 degrees of freedom; at AUC 0 or 1 (no variance)
-    the group-level score bound, which counts each group once."""
+    the group-level score bound, which counts each group once; not estimable below
+    MIN_GROUPS_PER_CLASS groups of a class or where the groups show no variance."""
     auc, variance, groups_pos, groups_neg = clustered_auc_variance(predictions)
-    if not (0 < auc < 1) or not np.isfinite(variance) or variance <= 0:
+    if min(groups_pos, groups_neg) < MIN_GROUPS_PER_CLASS:
+        return NOT_ESTIMABLE
+    if auc in (0.0, 1.0):
+        # every positive crop above (below) every negative one: the group means are too,
+        # so the crop AUC is the group AUC and the group-level bound is its bound
         bound = auc_score_interval(auc, groups_neg, groups_pos, alpha)
         return bound._replace(method=f"{bound.method} over groups")
+    if not np.isfinite(variance) or variance <= 0:
+        return NOT_ESTIMABLE
     logit, se = np.log(auc / (1 - auc)), np.sqrt(variance) / (auc * (1 - auc))
     q = student_t.ppf(1 - alpha / 2, min(groups_pos, groups_neg) - 1)
     low, high = (1 / (1 + np.exp(-(logit + sign * q * se))) for sign in (-1, 1))
@@ -312,11 +336,14 @@ def wilson_interval(successes: float, n: float, alpha: float = ALPHA,
     if n <= 0:
         return NOT_ESTIMABLE
     z = norm.ppf(1 - alpha / 2) if z is None else z
-    p = successes / n
+    p = min(max(successes / n, 0.0), 1.0)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return _checked(Interval(float(max(0.0, centre - half)), float(min(1.0, centre + half)),
-                             "Wilson"))
+    # at p = 0 or 1 the bound is exactly 0 or 1 in theory, and rounding leaves it a hair
+    # inside: the interval would exclude its own estimate and never cover a truth of 0 or 1
+    low = 0.0 if p == 0 else max(0.0, centre - half)
+    high = 1.0 if p == 1 else min(1.0, centre + half)
+    return _checked(Interval(float(low), float(high), "Wilson"))
 
 
 def clustered_proportion_interval(correct: np.ndarray, units: np.ndarray,
@@ -324,24 +351,25 @@ def clustered_proportion_interval(correct: np.ndarray, units: np.ndarray,
     """Wilson interval of sum(correct) / sum(units) over groups, at the effective number of
     units the between-group variance leaves (n / design effect, at most n), with a t
     quantile on groups - 1 degrees of freedom (few groups estimate the variance loosely).
-    Where the groups show no variance to estimate (a proportion of 0 or 1, or one group),
-    each group counts once: crops of one group are not independent evidence."""
+    Where the groups show no variance to estimate (a proportion of 0 or 1), each group
+    counts once: crops of one group are not independent evidence. Not estimable below
+    MIN_GROUPS_PER_CLASS groups."""
     correct, units = np.asarray(correct, float), np.asarray(units, float)
     total, groups = units.sum(), len(units)
-    if groups == 0 or total == 0:
+    if groups < MIN_GROUPS_PER_CLASS or total == 0:
         return NOT_ESTIMABLE
     if (units == 1).all():  # one unit per group (the group level): plain Wilson
         return wilson_interval(correct.sum(), total, alpha)
     p = correct.sum() / total
-    z = student_t.ppf(1 - alpha / 2, groups - 1) if groups > 1 else None
     effective = float(groups)
-    if groups > 1 and 0 < p < 1:
+    if 0 < p < 1:
         # ratio-estimator variance of p from the groups' totals (cluster-robust)
         variance = groups / (groups - 1) * (((correct - p * units) ** 2).sum()) / total ** 2
         effective = total if variance <= 0 else float(np.clip(p * (1 - p) / variance, 1, total))
-    interval = wilson_interval(p * effective, effective, alpha, z)
-    method = "Wilson, clustered effective n, t" if groups > 1 else "Wilson, one group"
-    return interval._replace(method=method) if interval.low is not None else interval
+    interval = wilson_interval(p * effective, effective, alpha,
+                               student_t.ppf(1 - alpha / 2, groups - 1))
+    return (interval._replace(method="Wilson, clustered effective n, t")
+            if interval.low is not None else interval)
 
 
 def mover_mean(first: tuple[float, Interval], second: tuple[float, Interval]) -> Interval:
@@ -352,13 +380,16 @@ def mover_mean(first: tuple[float, Interval], second: tuple[float, Interval]) ->
     centre = (a + b) / 2
     low = centre - np.sqrt((a - ia.low) ** 2 + (b - ib.low) ** 2) / 2
     high = centre + np.sqrt((ia.high - a) ** 2 + (ib.high - b) ** 2) / 2
-    return _checked(Interval(float(low), float(high), f"MOVER of {ia.method}"))
+    # within [0, 1] in theory; clipped so that rounding cannot leave it
+    return _checked(Interval(float(max(0.0, low)), float(min(1.0, high)),
+                             f"MOVER of {ia.method}"))
 
 
 def thresholded_intervals(predictions: pd.DataFrame, level: str,
                           threshold: float) -> dict[str, Interval]:
     """Intervals of sensitivity, specificity, accuracy and balanced accuracy at `level`,
-    the group being the unit (at crop level through the clustered Wilson interval)."""
+    the group being the unit (at crop level through the clustered Wilson interval); none
+    where a class has fewer than MIN_GROUPS_PER_CLASS groups."""
     rows = at_level(predictions, level).assign(
         correct=lambda f: decide(f["prob"], threshold) == f["label"])
     per_group = rows.groupby("group", sort=True).agg(
@@ -368,7 +399,11 @@ def thresholded_intervals(predictions: pd.DataFrame, level: str,
         part = per_group[per_group["label"] == label]
         out[name] = clustered_proportion_interval(part["correct"], part["units"])
         points[name] = part["correct"].sum() / max(part["units"].sum(), 1)
-    out["accuracy"] = clustered_proportion_interval(per_group["correct"], per_group["units"])
+    # accuracy pools the classes in the split's proportions: where one class is a single
+    # patient, that patient is half the evidence and its variance cannot be estimated
+    groups_per_class = per_group["label"].value_counts().reindex([0, 1], fill_value=0)
+    out["accuracy"] = (clustered_proportion_interval(per_group["correct"], per_group["units"])
+                       if groups_per_class.min() >= MIN_GROUPS_PER_CLASS else NOT_ESTIMABLE)
     out["balanced_accuracy"] = mover_mean((points["sensitivity"], out["sensitivity"]),
                                           (points["specificity"], out["specificity"]))
     return out
@@ -447,32 +482,59 @@ def _flip_masks(groups: int, permutations: int, seed: int) -> np.ndarray:
     return flips
 
 
-def _aucs_under_flips(labels: np.ndarray, a: np.ndarray, b: np.ndarray, group_index: np.ndarray,
-                      flips: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """AUC(a') - AUC(b') for each flip pattern, where a flipped group swaps its a and b
-    (in chunks of patterns: bounded memory for thousands of crops)."""
+def _studentized_differences(labels: np.ndarray, a: np.ndarray, b: np.ndarray,
+                             group_index: np.ndarray, flips: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC(a') - AUC(b'), that difference over its clustered DeLong standard error) for each
+    flip pattern, where a flipped group swaps its a and b. The variance sums each group's
+    placement differences (Obuchowski 1997), as clustered_auc_variance does for one AUC."""
     order = np.argsort(labels == 0, kind="stable")  # positives first
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
     a, b, group_index = a[order], b[order], group_index[order]
-
-    def auc(rows: np.ndarray) -> np.ndarray:
-        ranks = rankdata(rows, axis=1)
-        return (ranks[:, :positives].sum(1) - positives * (positives + 1) / 2) / (
-            positives * negatives)
-
-    out = []
+    positives = int(labels.sum())
+    member = np.zeros((len(labels), flips.shape[1]))
+    member[np.arange(len(labels)), group_index] = 1.0
+    # per class: crops x its groups, each crop weighted 1 / (the class's crops)
+    classes = []
+    for rows in (slice(0, positives), slice(positives, None)):
+        own = member[rows][:, member[rows].sum(0) > 0]
+        classes.append((own / len(own), own.sum(0) / len(own), own.shape[1]))
+    chunk = max(16, 2_000_000 // len(labels))  # bounded memory for thousands of crops
+    differences, t_values = [], []
     for first in range(0, len(flips), chunk):
         swapped = flips[first:first + chunk][:, group_index]
-        out.append(auc(np.where(swapped, b, a)) - auc(np.where(swapped, a, b)))
-    return np.concatenate(out)
+        below_a, above_a = _placements(np.where(swapped, b, a), positives)
+        below_b, above_b = _placements(np.where(swapped, a, b), positives)
+        difference = (below_a - below_b).mean(1)
+        variance = np.zeros_like(difference)
+        for placed, (weights, share, groups) in zip((below_a - below_b, above_a - above_b),
+                                                    classes):
+            # each group's part of the difference less its share of the whole
+            deviation = placed @ weights - difference[:, None] * share
+            variance += groups / (groups - 1) * (deviation ** 2).sum(1)
+        # no difference is t = 0; a difference with no spread at all is infinitely far out
+        tiny = np.abs(difference) < 1e-12
+        t = np.divide(difference, np.sqrt(variance), out=np.copysign(np.inf, difference),
+                      where=variance > 1e-24)
+        differences.append(difference)
+        t_values.append(np.where(tiny, 0.0, t))
+    return np.concatenate(differences), np.concatenate(t_values)
 
 
 def paired_permutation_test(paired: pd.DataFrame, level: str, permutations: int,
                             seed: int) -> dict:
-    """AUC(a) - AUC(b) at `level` and its two-sided p-value from a sign-flip permutation
-    over groups: under 'a and b score alike', swapping the two models' scores for all
-    crops of a group leaves the distribution of the difference unchanged."""
+    """AUC(a) - AUC(b) at `level` and its two-sided p-value from a studentized permutation
+    test over groups.
+
+    Swapping the two models' raw scores group by group tests 'a and b score alike', not
+    'equal AUC': two models of equal AUC whose scores were shaped differently were rejected
+    in 9% of runs at 5%, and a model whose scores sat on another scale cost power. So each
+    model's scores are replaced by their ranks first (the AUC is unchanged, the two share one
+    scale), and the statistic is the difference over its clustered DeLong standard error,
+    recomputed in every swapped world: studentizing keeps the test near its level under
+    equal AUC alone (the principle of Janssen 1997 and Chung & Romano 2013;
+    tests/test_intervals.py checks it by simulation). The group is the unit at both levels:
+    at crop level a group's crops swap together and the variance sums them per group.
+    """
     if level == "group":
         grouped = paired.groupby("group", sort=True)
         paired = pd.DataFrame({"group": list(grouped.groups),
@@ -480,19 +542,22 @@ def paired_permutation_test(paired: pd.DataFrame, level: str, permutations: int,
                                "prob_a": grouped["prob_a"].mean().values,
                                "prob_b": grouped["prob_b"].mean().values})
     labels = paired["label"].to_numpy().astype(int)
-    if labels.min() == labels.max():
-        raise ValueError("a paired test needs both classes")
     codes, names = pd.factorize(paired["group"], sort=True)
+    positive_groups = int((np.bincount(codes, labels, minlength=len(names)) > 0).sum())
+    if min(positive_groups, len(names) - positive_groups) < MIN_GROUPS_PER_CLASS:
+        raise ValueError(f"a paired test needs {MIN_GROUPS_PER_CLASS} groups of each class (got "
+                         f"{positive_groups} positive, {len(names) - positive_groups} negative)")
     flips = _flip_masks(len(names), permutations, seed)
-    differences = _aucs_under_flips(labels, paired["prob_a"].to_numpy(),
-                                    paired["prob_b"].to_numpy(), codes, flips)
-    observed = differences[0]
+    differences, t_values = _studentized_differences(
+        labels, rankdata(paired["prob_a"].to_numpy(dtype=np.float64)),
+        rankdata(paired["prob_b"].to_numpy(dtype=np.float64)), codes, flips)
+    # equal up to rounding counts as extreme (one pattern's t computed two ways)
+    extreme = np.abs(t_values) >= np.abs(t_values[0]) * (1 - 1e-9)
     # exact enumeration includes the observed pattern; Monte Carlo counts it once (+1)
-    extreme = np.abs(differences) >= abs(observed) - 1e-12
     p_value = extreme.mean() if 2 ** len(names) <= 16384 else \
-        (extreme[1:].sum() + 1) / len(differences)
-    return {"difference": float(observed), "p_value": float(p_value),
-            "permutations": int(len(differences)), "groups": int(len(names))}
+        (extreme[1:].sum() + 1) / len(t_values)
+    return {"difference": float(differences[0]), "p_value": float(p_value),
+            "permutations": int(len(t_values)), "groups": int(len(names))}
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -514,9 +579,9 @@ def paired_comparison(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
     two cover different crops, ValueError when a class has fewer than two groups."""
     paired = paired_frames(predictions_a, predictions_b)
     groups = paired.groupby("group")["label"].first().value_counts()
-    if groups.get(0, 0) < 2 or groups.get(1, 0) < 2:
-        raise ValueError(f"a paired test needs two groups of each class (got "
-                         f"{groups.get(1, 0)} positive, {groups.get(0, 0)} negative)")
+    if min(groups.get(0, 0), groups.get(1, 0)) < MIN_GROUPS_PER_CLASS:
+        raise ValueError(f"a paired test needs {MIN_GROUPS_PER_CLASS} groups of each class "
+                         f"(got {groups.get(1, 0)} positive, {groups.get(0, 0)} negative)")
     row = {"groups": int(paired["group"].nunique()), "crops": len(paired)}
     for level in LEVELS:
         test = paired_permutation_test(paired, level, permutations, seed)

@@ -3,8 +3,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from pipeline.classify.augment import make_training_set
+from pipeline.classify.augment import augment_images, build_augmentation, make_training_set
 from pipeline.classify.images import balanced_indices
+from pipeline.data.images import to_uint16
 from pipeline.data.demo import make_demo_dataset
 
 
@@ -22,12 +23,24 @@ def test_augmentation_is_deterministic_for_a_seed_and_changes_images(params):
     first, out_labels, source = make_training_set(images, labels, aug, 7, torch.device("cpu"))
     again, _, _ = make_training_set(images, labels, aug, 7, torch.device("cpu"))
     other, _, _ = make_training_set(images, labels, aug, 8, torch.device("cpu"))
-    assert first.shape == (2 * 16, 1, 32, 32)
+    assert first.shape == (2 * 16, 1, 32, 32) and first.dtype == np.uint16
     assert np.bincount(out_labels).tolist() == [16, 16]
-    torch.testing.assert_close(first, again)
-    assert not torch.equal(first, other)
-    assert not torch.equal(first, images[torch.from_numpy(source)])
-    assert first.min() >= 0 and first.max() <= 1
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(first, to_uint16(images[torch.from_numpy(source)].numpy()))
+
+
+def test_streamed_augmentation_equals_augmenting_the_whole_set_at_once(params):
+    """Made 256 at a time from the cache, the set is the one the whole float32 set gave."""
+    images = torch.rand(300, 1, 16, 16)
+    labels = np.array([1] * 200 + [0] * 100)
+    aug = dataclasses.replace(params.augment, copies=2)
+    streamed, _, source = make_training_set(images, labels, aug, 5, torch.device("cpu"))
+    torch.manual_seed(5)
+    whole = augment_images(images[torch.from_numpy(source)], build_augmentation(aug),
+                           torch.device("cpu"))
+    assert len(source) > 256  # several batches
+    np.testing.assert_array_equal(streamed, to_uint16(whole.numpy()))
 
 
 def test_online_mode_returns_the_balanced_set_unaugmented(params):
@@ -35,7 +48,7 @@ def test_online_mode_returns_the_balanced_set_unaugmented(params):
     labels = np.array([1, 1, 1, 1, 0, 0])
     aug = dataclasses.replace(params.augment, online=True, copies=3)
     out, out_labels, source = make_training_set(images, labels, aug, 0, torch.device("cpu"))
-    torch.testing.assert_close(out, images[torch.from_numpy(source)])
+    np.testing.assert_array_equal(out, to_uint16(images[torch.from_numpy(source)].numpy()))
     assert len(out) == 8
 
 

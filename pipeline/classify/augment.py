@@ -12,8 +12,12 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 
-from pipeline.classify.images import balanced_indices
+from pipeline.classify.images import ClassifierImages, balanced_indices
 from pipeline.config import AugmentParams
+from pipeline.data.images import to_uint16
+
+# Images augmented (and made from the cache) at a time: bounded memory at any set size.
+AUGMENT_BATCH = 256
 
 
 def build_augmentation(params: AugmentParams) -> K.AugmentationSequential:
@@ -36,7 +40,7 @@ def build_augmentation(params: AugmentParams) -> K.AugmentationSequential:
 
 @torch.no_grad()
 def augment_images(images: torch.Tensor, augmentation: K.AugmentationSequential,
-                   device: torch.device, batch: int = 256) -> torch.Tensor:
+                   device: torch.device, batch: int = AUGMENT_BATCH) -> torch.Tensor:
     """Apply the augmentation in batches on `device`; result on the CPU, clamped to [0, 1]."""
     augmentation = augmentation.to(device)
     out = torch.empty_like(images)
@@ -46,15 +50,26 @@ def augment_images(images: torch.Tensor, augmentation: K.AugmentationSequential,
     return out
 
 
-def make_training_set(images: torch.Tensor, labels: np.ndarray, params: AugmentParams,
-                      seed: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray,
-                                                                 np.ndarray]:
-    """Balanced (optional), `copies`-fold augmented training set: (images, labels, source)."""
+@torch.no_grad()
+def make_training_set(images: ClassifierImages | torch.Tensor, labels: np.ndarray,
+                      params: AugmentParams, seed: int, device: torch.device
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced (optional), `copies`-fold augmented training set as uint16 cache rows:
+    (images (N, 1, S, S) uint16, labels, source). Made AUGMENT_BATCH images at a time, so
+    it never holds a float32 copy of the set; the batches and Kornia's draws are those of
+    augmenting the whole set in AUGMENT_BATCH chunks, so the result is the same."""
     rng = np.random.default_rng(seed)
     source = balanced_indices(labels, rng) if params.balance else np.arange(len(labels))
     source = np.tile(source, params.copies) if not params.online else source
-    base = images[torch.from_numpy(source)]
-    if params.online:
-        return base, labels[source], source
-    torch.manual_seed(seed)  # Kornia draws from torch's global generator
-    return augment_images(base, build_augmentation(params), device), labels[source], source
+    augmentation = None
+    if not params.online:
+        torch.manual_seed(seed)  # Kornia draws from torch's global generator
+        augmentation = build_augmentation(params).to(device)
+    size = images.shape[-1]
+    out = np.empty((len(source), 1, size, size), np.uint16)
+    for start in range(0, len(source), AUGMENT_BATCH):
+        chunk = images[torch.from_numpy(source[start:start + AUGMENT_BATCH])]
+        if augmentation is not None:
+            chunk = augmentation(chunk.to(device, non_blocking=True)).clamp(0, 1).cpu()
+        out[start:start + len(chunk)] = to_uint16(chunk.numpy())
+    return out, labels[source], source

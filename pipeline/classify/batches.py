@@ -1,6 +1,7 @@
 """Training batches gathered from one in-memory tensor, without a DataLoader.
 
-The training set is already one array (the augment stage's output), so a DataLoader only
+The training set is already one array (the augment stage's output, kept as uint16 cache
+rows and made float32 a batch at a time), so a DataLoader only
 adds per-image indexing, collation and a host round trip per batch. Here the whole set
 sits on the GPU when it fits; otherwise each batch is gathered on the host, copied into
 pinned memory and sent without blocking. A batch is one indexed gather. The order is
@@ -16,6 +17,7 @@ import math
 import torch
 from torch.utils.data import DistributedSampler
 
+from pipeline.data.tensors import rows_as_float
 from pipeline.runtime.placement import gather_rows, place
 
 
@@ -67,9 +69,13 @@ class TrainingBatches:
 
     def gather(self, indices: torch.Tensor,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch on `device` (a gather on the device, or a non-blocking pinned copy)."""
-        return (gather_rows(self.images, indices, self.placement, device),
-                gather_rows(self.labels, indices, self.placement, device))
+        """One batch on `device` (a gather on the device, or a non-blocking pinned copy),
+        images as float32; uint16 cache rows are converted there, after the copy, so a
+        batch crosses to the GPU at half the bytes and the set stays uint16 in memory."""
+        images = gather_rows(self.images, indices, self.placement, device)
+        if images.dtype == torch.int16:  # data.tensors.cache_rows
+            images = rows_as_float(images)
+        return images, gather_rows(self.labels, indices, self.placement, device)
 
 
 def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,

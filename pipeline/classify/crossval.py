@@ -26,6 +26,7 @@ from pipeline.classify.inference import score_split, validation_thresholds
 from pipeline.classify.training import train_classifier
 from pipeline.config import Params
 from pipeline.data.split import fold_assignment
+from pipeline.data.tensors import cache_rows
 from pipeline.stats import LEVELS
 
 SUMMARY_METRICS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"]
@@ -49,7 +50,7 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Pat
     train_images, train_labels, _ = make_training_set(
         images["train"], parts["train"]["label"].to_numpy(), params.augment,
         params.seed + fold, device)
-    result = train_classifier(backbone, train_images, train_labels, images["val"],
+    result = train_classifier(backbone, cache_rows(train_images), train_labels, images["val"],
                               parts["val"]["label"].to_numpy(), params, device,
                               checkpoint_dir / f"{backbone}-fold{fold}")
     model = result["model"]

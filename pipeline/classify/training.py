@@ -23,6 +23,7 @@ from models.classifier import build_classifier
 from models.weights import WeightsError
 from pipeline.classify.augment import build_augmentation
 from pipeline.classify.batches import TrainingBatches, training_batches
+from pipeline.classify.images import ClassifierImages
 from pipeline.classify.inference import decide, predict_proba
 from pipeline.cli import PipelineError, console, progress
 from pipeline.config import ClassifierParams, Params
@@ -221,7 +222,8 @@ def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
             }, len(train_targets)
 
 
-def validate(model: nn.Module, images: torch.Tensor, labels: np.ndarray, device: torch.device,
+def validate(model: nn.Module, images: ClassifierImages, labels: np.ndarray,
+             device: torch.device,
              cp: ClassifierParams) -> dict:
     """{val_loss, val_accuracy, val_auc} of `model` on the validation split."""
     scores = predict_proba(model, images, device, cp.eval_batch_size, cp.precision,
@@ -274,19 +276,29 @@ def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
             "replica_weight_digests": replica_digests(setup.model, context)}
 
 
+def image_bytes(images: ClassifierImages | torch.Tensor) -> bytes:
+    """What a set of images is, for the checkpoint's config: its cache bytes and how it is
+    made (ClassifierImages), or a tensor's bytes."""
+    return images.fingerprint() if isinstance(images, ClassifierImages) else \
+        images.numpy().tobytes()
+
+
 def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
-                     val_images: torch.Tensor, val_labels: np.ndarray, params: Params,
+                     val_images: ClassifierImages, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
                      stop_after_epoch: int | None = None,
                      context: DistContext = SINGLE_PROCESS) -> dict:
     """Train with resume; return {best_state, curves, metrics} (best_state None if stopped).
 
+    `train_images` are uint16 cache rows (data.tensors.cache_rows), made float32 a batch at
+    a time, or float32 images; `val_images` are made batch by batch as they are scored.
+
     Under torchrun (`context.enabled`) each rank trains on its shard of every epoch with
     batch_size / world_size images per step, so the global batch is still `batch_size`;
     only rank 0 writes checkpoints.
     """
-    digest = hashlib.sha256(train_images.numpy().tobytes() + train_labels.tobytes()
-                            + val_images.numpy().tobytes()).hexdigest()
+    digest = hashlib.sha256(image_bytes(train_images) + train_labels.tobytes()
+                            + image_bytes(val_images)).hexdigest()
     config = training_config(backbone, params, digest)
     checkpoint_path = checkpoint_file(checkpoint_dir, backbone, config)
     remove_stale_temporaries(checkpoint_dir)

@@ -14,7 +14,6 @@ from pipeline.classify.augment import make_training_set
 from pipeline.classify.images import load_classifier_images
 from pipeline.cli import console, stage_main, stage_parser
 from pipeline.config import load_params
-from pipeline.data.images import to_uint16
 from pipeline.data.split import split_subset
 from pipeline.environment import write_environment
 from pipeline.io import (
@@ -29,8 +28,9 @@ from pipeline.runtime.device import resolve_device
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "split", "crops", ("sr", "sr_infer output folder"), "out",
-                          "metrics", environment=True)
+    parser = stage_parser(__doc__, "split", "crops", ("sr", "sr_infer output folder"),
+                          ("out", "folder for the training set (train_images.npy, "
+                                  "train_index.csv)"), "metrics", environment=True)
     args = parser.parse_args()
     params = load_params(args.params)
     device = resolve_device(params.device, params.runtime.threads)
@@ -40,7 +40,7 @@ def main() -> None:
     labels = train["label"].to_numpy()
     augmented, out_labels, source = make_training_set(images, labels, params.augment,
                                                       params.seed, device)
-    save_array_atomic(args.out / "train_images.npy", to_uint16(augmented.numpy()))
+    save_array_atomic(args.out / "train_images.npy", augmented)  # uint16 already
     write_csv_atomic(args.out / "train_index.csv", pd.DataFrame({
         "crop_id": train["crop_id"].to_numpy()[source], "group": train["group"].to_numpy()[source],
         "label": out_labels}))

@@ -22,7 +22,10 @@ from pipeline.reporting.shortcut import shortcut_verdict, verdict_text
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "eval-dir", "sr-metrics", ("out", "reports/compare"),
+    parser = stage_parser(__doc__, ("eval-dir", "reports/eval: one folder per backbone and the "
+                                    "baseline's"),
+                          ("sr-metrics", "train_sr's metrics.json (labels an sr input that "
+                                         "did not beat bicubic)"), ("out", "reports/compare"),
                           ("shortcut", "the shortcut verdict (metrics JSON)"))
     args = parser.parse_args()
     params = load_params(args.params)

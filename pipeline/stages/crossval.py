@@ -18,7 +18,8 @@ from pipeline.runtime.device import resolve_device
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "split", "folds", "crops", "checkpoints",
+    parser = stage_parser(__doc__, "split", ("folds", "the split stage's folds.csv (fold id per "
+                                             "crop)"), "crops", "checkpoints",
                           ("out", "reports/crossval"))
     args = parser.parse_args()
     params = load_params(args.params)

@@ -31,9 +31,12 @@ FROM_TRAINING = ("train_seconds", "peak_memory_mb", "params_millions", "pretrain
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "model-dir", "train-metrics", "split", "crops", "sr",
+    parser = stage_parser(__doc__, ("model-dir", "train_classifier's folder (model.pt, "
+                                    "model_seed<s>.pt)"),
+                          ("train-metrics", "train_classifier's metrics.json (time, memory)"),
+                          "split", "crops", "sr",
                           ("out", "reports/eval/<backbone>"), environment=True)
-    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--backbone", required=True, help="one of classifier.backbones")
     args = parser.parse_args()
     params = load_params(args.params)
     cp = params.classifier

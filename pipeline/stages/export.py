@@ -18,9 +18,11 @@ from pipeline.io import atomic_path, read_crop_table, read_json, torch_bytes, wr
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__, ("model", "train_classifier's model.pt"),
-                          ("generator", "train_sr's generator.pt"), "split", "ingest-metrics",
+                          ("generator", "train_sr's generator.pt"), "split",
+                          ("ingest-metrics", "ingest's metrics.json (data hash and bit depth, "
+                                             "which the bundle carries)"),
                           ("out", "data/bundles/<backbone>.pt"), "metrics")
-    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--backbone", required=True, help="one of classifier.backbones")
     parser.add_argument("--eval-metrics", type=Path, required=True,
                         help="evaluate's metrics.json (the validation thresholds)")
     args = parser.parse_args()

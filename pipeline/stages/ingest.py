@@ -13,7 +13,9 @@ from pipeline.io import bytes_under, staged_directory, write_csv_atomic, write_j
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "raw-dir", ("out", "folder for manifest + cache"), "metrics",
+    parser = stage_parser(__doc__, ("raw-dir", "the raw crops: <class>/<sample>_crops[N]_r/"
+                                    "<crop>.tif|tiff|png (data.raw_dir)"),
+                          ("out", "folder for manifest + cache"), "metrics",
                           ("report", "CSV of skipped files"), environment=True)
     args = parser.parse_args()
     params = load_params(args.params)

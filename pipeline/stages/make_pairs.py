@@ -17,7 +17,8 @@ from pipeline.sr.pairs import make_lr_hr_pairs
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__, ("crops", "ingested crop cache folder"), "split",
-                          ("manifest", "ingest's (bit depths)"), "out")
+                          ("manifest", "ingest's (bit depths)"),
+                          ("out", "folder for the LR/HR pair arrays (.npy) and shapes.json"))
     args = parser.parse_args()
     params = load_params(args.params)
     bit_depths = read_crop_table(args.manifest, usecols=["crop_id", "levels"])

@@ -12,7 +12,8 @@ from pipeline.reporting.html import write_report
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "reports", ("split", "class names"), "out")
+    parser = stage_parser(__doc__, ("reports", "the reports folder the stages wrote"),
+                          ("split", "class names"), ("out", "the HTML page to write"))
     args = parser.parse_args()
     write_report(args.out, args.reports, args.split, args.params, with_experiments=False)
     console.print(f"report: {args.out}")

@@ -18,7 +18,9 @@ from pipeline.sr.inference import load_generator, super_resolve_crops
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "model", "manifest", "crops", "out", "metrics", environment=True)
+    parser = stage_parser(__doc__, "model", "manifest", "crops",
+                          ("out", "folder for the super-resolved crops"), "metrics",
+                          environment=True)
     args = parser.parse_args()
     params = load_params(args.params)
     sr = params.sr

@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 
 import pandas as pd
-import torch
 
 from pipeline.classify.images import load_classifier_images
 from pipeline.classify.training import train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import classifier_image_size, load_params, seed_runs
-from pipeline.data.images import from_uint16
 from pipeline.data.split import split_subset
+from pipeline.data.tensors import cache_rows
 from pipeline.environment import write_environment
 from pipeline.io import (
     load_array,
@@ -33,9 +32,11 @@ from pipeline.runtime.distributed import init_distributed, run_under_torchrun, s
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "augmented", "split", "crops", "sr", "model-dir", "checkpoints",
-                          "metrics", "curves", environment=True)
-    parser.add_argument("--backbone", required=True)
+    parser = stage_parser(__doc__, ("augmented", "augment's folder (train_images.npy, "
+                                                 "train_index.csv)"), "split", "crops", "sr",
+                          ("model-dir", "folder for model.pt (first seed) and model_seed<s>.pt"),
+                          "checkpoints", "metrics", "curves", environment=True)
+    parser.add_argument("--backbone", required=True, help="one of classifier.backbones")
     args = parser.parse_args()
     params = load_params(args.params)
     if args.backbone not in params.classifier.backbones:
@@ -44,7 +45,8 @@ def main() -> None:
     context, device = init_distributed(resolve_device(params.device, params.runtime.threads))
     # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
     # warns about: every array that becomes a tensor here is a writable copy.
-    train_images = torch.from_numpy(from_uint16(load_array(args.augmented / "train_images.npy")))
+    # uint16 as stored (half a float32 copy), made float32 a batch at a time in training
+    train_images = cache_rows(load_array(args.augmented / "train_images.npy"))
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(read_crop_table(args.split), "val")
     val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,

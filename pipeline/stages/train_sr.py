@@ -25,8 +25,10 @@ from pipeline.sr.training import MODEL_KEYS, export_generators, report_generator
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, "pairs", ("checkpoints", "persistent folder"), "metrics",
-                          "curves", "samples", environment=True)
+    parser = stage_parser(__doc__, ("pairs", "make_pairs' folder of LR/HR pair arrays"),
+                          ("checkpoints", "persistent folder"), "metrics", "curves",
+                          ("samples", "PNG of LR, bicubic, SR and HR examples"),
+                          environment=True)
     parser.add_argument("--model-dir", type=Path, required=True,
                         help="folder for generator.pt (the chosen one) and generator_<name>.pt")
     args = parser.parse_args()

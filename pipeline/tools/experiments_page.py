@@ -17,9 +17,13 @@ from pipeline.reporting.html import write_report
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--out", type=Path, default=Path("reports/report_experiments.html"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="the pipeline's reports folder (default: reports)")
+    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"),
+                        help="the split stage's split.csv, for the class names")
+    parser.add_argument("--out", type=Path, default=Path("reports/report_experiments.html"),
+                        help="the page to write (default: reports/report_experiments.html; "
+                        "never reports/report.html)")
     args = parser.parse_args()
     if args.out.resolve() == (args.reports / "report.html").resolve():
         raise PipelineError(f"--out needs a path of its own, not {args.out} (the pipeline's "

@@ -55,7 +55,8 @@ def results_table(reports: Path, backbones: list[str],
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="the reports folder to read (default: reports)")
     args = parser.parse_args()
     if not args.reports.is_dir():
         raise PipelineError(f"{args.reports}: no reports folder here; run dvc repro first (from "
