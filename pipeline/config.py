@@ -197,6 +197,10 @@ class ClassifierParams:
     channels_last: bool
     compile: bool
     eval_batch_size: int
+    # Training images kept on the GPU: auto (when they take under runtime/placement.py's
+    # share of its free memory) | true | false (batches stream from pinned host memory).
+    # Where they live changes speed, not results: no stage lists it.
+    cache_on_device: bool | str
     bootstrap: int  # resamples of the validation groups behind the robust youden cut
     permutations: int  # sign-flip permutations of a paired test (exact up to 14 groups)
     seeds: int  # training runs per backbone, with seeds seed, seed + 1, ...
@@ -204,6 +208,8 @@ class ClassifierParams:
     threshold: float | str
 
     def validate(self) -> None:
+        _check(self.cache_on_device in ("auto", True, False), "classifier.cache_on_device",
+               f"auto | true | false, got {self.cache_on_device!r}")
         from models.backbones import BACKBONE_NAMES
 
         _check(self.threshold == "youden"

@@ -80,10 +80,10 @@ class TrainingBatches:
 
 def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                      seed: int, device: torch.device, world_size: int = 1,
-                     rank: int = 0) -> TrainingBatches:
+                     rank: int = 0, cache: bool | str = "auto") -> TrainingBatches:
     """Shuffled batches of `batch_size`; under torchrun each rank gets its shard and
     batch_size / world_size images per step. A set no larger than one batch is one batch."""
-    (placed, labels), placement = place([images, labels], device)
+    (placed, labels), placement = place([images, labels], device, cache)
     if world_size == 1:
         return TrainingBatches(placed, labels, batch_size, len(images) > batch_size,
                                torch.Generator().manual_seed(seed), None, placement)

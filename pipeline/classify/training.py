@@ -135,7 +135,7 @@ def set_up_training(backbone: str, images: torch.Tensor, labels: np.ndarray, par
                             f"{context.world_size} processes")
     batches = training_batches(images, torch.from_numpy(np.array(labels)).long(),
                                params.batch_size, params.seed, device, context.world_size,
-                               context.rank)
+                               context.rank, cp.cache_on_device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=params.epochs * len(batches))
     augmentation = build_augmentation(params.augment).to(device) if params.augment.online else None
@@ -340,4 +340,5 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
         return result | {"best_state": None}
     return result | {"best_state": run.best_state, "model": setup.model,
                      "metrics": final_metrics(setup, run, device, context)
-                     | {"precision": effective_precision(params.classifier.precision, device)}}
+                     | {"precision": effective_precision(params.classifier.precision, device),
+                        "cache_on_device": str(params.classifier.cache_on_device).lower()}}
