@@ -5,8 +5,8 @@ import torch
 
 from pipeline.classify.augment import augment_images, build_augmentation, make_training_set
 from pipeline.classify.images import balanced_indices
-from pipeline.data.images import to_uint16
 from pipeline.data.demo import make_demo_dataset
+from pipeline.data.images import to_uint16
 
 
 def test_balancing_oversamples_the_minority_class():
