@@ -60,7 +60,8 @@ def stage_parser(doc: str | None, *paths: str | tuple[str, str],
     (`"split"` or `("out", "what it holds")`), and with `environment` the optional
     `--environment` file for environment.write_environment."""
     parser = argparse.ArgumentParser(description=first_line(doc or ""))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the params file to read (default: params.yaml)")
     for path in paths:
         name, help_text = path if isinstance(path, tuple) else (path, PATH_HELP.get(path))
         parser.add_argument(f"--{name}", type=Path, required=True, help=help_text)

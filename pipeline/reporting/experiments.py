@@ -36,7 +36,7 @@ FIGURES = ("auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "balanced_ac
 NOT_IN_SETTING = ("profile", "device", "distributed", "predict", "classifier.backbones",
                   "classifier.eval_batch_size", "classifier.compile", "classifier.permutations",
                   "sr.infer_batch", "sr.tile", "sr.tile_overlap", "sr.checkpoint_every",
-                  "sr.min_gain_db", "demo")
+                  "sr.min_gain_db", "demo", "runtime", "classifier.cache_on_device")
 
 
 @dataclass(frozen=True)
