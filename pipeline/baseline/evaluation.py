@@ -78,7 +78,7 @@ def run_baseline(split_frame: pd.DataFrame, crops_dir: Path, params: Params,
                "model": "logistic regression (scikit-learn), standardised features",
                "chosen_c": fitted["chosen_c"],
                "validation_auc_by_c": fitted["validation_auc_by_c"],
-               "features": feature_evidence(model, parts["train"], parts["test"]),
+               "features": feature_evidence(model, parts["train"], parts["test"], class_names),
                "feature_descriptions": dict(FEATURES)}
     groups = group_table(test, class_names, thresholds["group"], BASELINE)
     return BaselineRun(features, test, groups, metrics)

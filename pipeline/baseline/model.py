@@ -64,10 +64,12 @@ def fit_baseline(train: pd.DataFrame, val: pd.DataFrame, c_grid: list[float], se
                    "train_seconds": time.perf_counter() - start}
 
 
-def feature_evidence(model: Pipeline, train: pd.DataFrame, test: pd.DataFrame) -> dict:
+def feature_evidence(model: Pipeline, train: pd.DataFrame, test: pd.DataFrame,
+                     class_names: tuple[str, str] = ("negative", "positive")) -> dict:
     """Per feature: its standardised logistic coefficient, and the test crop AUC of that
     feature alone, oriented by the training split (higher in the positive class there: the
-    feature; lower: its negative), so that no test label chooses a direction."""
+    feature; lower: its negative), so that no test label chooses a direction; `higher_in`
+    names the class (negative, positive) whose training crops have the higher mean."""
     coefficients = model[-1].coef_[0]
     evidence = {}
     for name, coefficient in zip(FEATURE_COLUMNS, coefficients):
@@ -79,7 +81,7 @@ def feature_evidence(model: Pipeline, train: pd.DataFrame, test: pd.DataFrame) -
         except ValueError:
             alone = None
         evidence[name] = {"coefficient": float(coefficient), "test_crop_auc_alone": alone,
-                          "higher_in": "positive" if sign > 0 else "negative",
+                          "higher_in": class_names[1] if sign > 0 else class_names[0],
                           "what": FEATURES[name]}
     return evidence
 

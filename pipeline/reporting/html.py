@@ -229,7 +229,7 @@ def shortcut_section(reports: Path) -> str:
         rows = [{"Feature": name, "What it measures": figures["what"],
                  "Coefficient (standardised)": figures["coefficient"],
                  "Test crop AUC alone": figures["test_crop_auc_alone"],
-                 "Higher in": figures["higher_in"] + " class"}
+                 "Higher in": figures["higher_in"]}
                 for name, figures in sorted(features.items(),
                                             key=lambda kv: -(kv[1]["test_crop_auc_alone"]
                                                              or 0))]

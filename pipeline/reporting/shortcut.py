@@ -60,7 +60,7 @@ def shortcut_verdict(table: pd.DataFrame, paired: pd.DataFrame, evidence: dict) 
         "paired_group_p_holm": p_holm,
         "strongest_features": ", ".join(
             f"{name} (crop AUC alone {evidence[name]['test_crop_auc_alone']:.3f}, higher in "
-            f"the {evidence[name]['higher_in']} class)" for name in ranked[:3]
+            f"{evidence[name]['higher_in']})" for name in ranked[:3]
             if evidence[name].get("test_crop_auc_alone") is not None)}
 
 
