@@ -76,14 +76,15 @@ def stages(root: Path) -> list[tuple[str, list]]:
 
 def peak_rss_mb(module: str, args: list, params: Path) -> float:
     """Run one stage in its own process; its peak resident memory in MB."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"pipeline.stages.{module}", *map(str, args), "--params",
-         str(params)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=os.environ | {"PYTHONPATH": str(REPO)})
-    _, status, usage = os.wait4(process.pid, 0)
-    stderr = process.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{module} failed:\n{stderr[-2000:]}")
+    with tempfile.TemporaryFile(mode="w+") as log:  # a file: a full pipe would stall it
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"pipeline.stages.{module}", *map(str, args), "--params",
+             str(params)], cwd=REPO, stdout=log, stderr=log,
+            env=os.environ | {"PYTHONPATH": str(REPO)})
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            log.seek(0)
+            raise SystemExit(f"{module} failed:\n{log.read()[-2000:]}")
     return usage.ru_maxrss / 1024
 
 

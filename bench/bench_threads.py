@@ -24,16 +24,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(module: str, *args, params: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"pipeline.stages.{module}", *map(str, args),
-                             "--params", str(params)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"PYTHONPATH": str(REPO)})
+    # The console goes to a file: a pipe left unread while waiting on another run fills up
+    # and stalls the run writing to it.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([sys.executable, "-m", f"pipeline.stages.{module}",
+                                *map(str, args), "--params", str(params)], cwd=REPO,
+                               stdout=log, stderr=log, text=True,
+                               env=os.environ | {"PYTHONPATH": str(REPO)})
+    process.log = log  # type: ignore[attr-defined]
+    return process
 
 
 def finished(process: subprocess.Popen) -> None:
-    _, stderr = process.communicate()
+    process.wait()
     if process.returncode:
-        raise SystemExit(f"stage failed:\n{stderr[-2000:]}")
+        process.log.seek(0)
+        raise SystemExit(f"stage failed:\n{process.log.read()[-2000:]}")
 
 
 def write_params(root: Path, iters: int, threads: int | str) -> Path:
