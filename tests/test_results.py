@@ -83,3 +83,21 @@ def test_an_sr_input_without_gain_is_labelled_so_in_every_table(tmp_path):
         section = sr_section(reports)
         assert ("SR does no better than bicubic here" in section) is (not better)
         assert "Held-out test pairs" in section
+
+
+def test_seed_spread_is_shown_for_every_classifier(tmp_path):
+    from pipeline.tools.results import seed_table
+
+    reports = tmp_path / "reports"
+    write_evaluation(reports, "resnet50", pd.DataFrame({
+        "group": ["a", "b", "c", "d"], "label": [1, 1, 0, 0], "prob": [0.9, 0.8, 0.2, 0.1]}))
+    path = reports / "eval" / "resnet50" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["seeds"] = {"seeds": [0, 1, 2], **{
+        f"{lvl}_{f}": {"values": [0.9, 0.8, 0.7], "mean": 0.8, "sd": 0.1}
+        for lvl in ("crop", "group") for f in ("auc", "balanced_accuracy")}}
+    path.write_text(json.dumps(metrics))
+    console = Console(width=120, record=True)
+    console.print(seed_table(reports, ["resnet50", "missing"]))
+    text = console.export_text()
+    assert text.count("0.800 ± 0.100") == 4 and "resnet50" in text and "missing" not in text

@@ -75,7 +75,8 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (ddof=1) per metric per backbone."""
     rows = []
     for backbone, part in folds.groupby("backbone", sort=False):
-        row = {"backbone": backbone, "folds": len(part)}
+        # One training seed per fold: the sd is the folds' spread, seed noise included.
+        row = {"backbone": backbone, "folds": len(part), "seeds_per_fold": 1}
         if "input" in part:
             row["input"] = part["input"].iloc[0]
         for level in LEVELS:

@@ -52,6 +52,29 @@ def results_table(reports: Path, backbones: list[str],
     return table, notes
 
 
+def seed_table(reports: Path, backbones: list[str]) -> Table:
+    """Each classifier's test figures over its training seeds (mean ± sd, evaluate's
+    `seeds`): what a difference between two rows must exceed to be more than the seed's.
+    The baseline is deterministic: one run, no sd."""
+    table = Table(title="Over the training seeds (mean ± sd)")
+    for column in ("backbone", "seeds", "crop AUC", "group AUC", "crop bal.acc",
+                   "group bal.acc"):
+        table.add_column(column, no_wrap=True)
+    for backbone in backbones:
+        spread = (read_json(reports / "eval" / backbone / "metrics.json") or {}).get("seeds")
+        if not spread:
+            continue
+        cells = []
+        for key in ("crop_auc", "group_auc", "crop_balanced_accuracy",
+                    "group_balanced_accuracy"):
+            figure = spread.get(key) or {}
+            sd = figure.get("sd")
+            cells.append("" if figure.get("mean") is None else f"{figure['mean']:.3f}"
+                         + (" (no sd)" if sd is None else f" ± {sd:.3f}"))
+        table.add_row(classifier_label(backbone), str(len(spread.get("seeds") or [])), *cells)
+    return table
+
+
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__)
@@ -83,6 +106,7 @@ def main() -> None:
     table, notes = results_table(args.reports, params.classifier.backbones + [BASELINE],
                                  sr.get("sr_better_than_bicubic"))
     console.print(table)
+    console.print(seed_table(args.reports, params.classifier.backbones + [BASELINE]))
     verdict = read_json(args.reports / "compare" / "shortcut.json")
     if verdict.get("shortcut_suspected"):
         console.print(f"[bold yellow]{verdict_text(verdict)}[/]", highlight=False)
