@@ -34,7 +34,7 @@ def params_file(root: Path, crops: int, epochs: int) -> Path:
                     "crops_per_sample": [per_sample - 1, per_sample + 1]}
     raw["sr"] |= {"iters_psnr": 20, "iters_gan": 0, "val_every": 20, "checkpoint_every": 20,
                   "generator": "psnr"}
-    raw["classifier"] |= {"backbones": [BACKBONE], "seeds": 1, "bootstrap": 50}
+    raw["classifier"] |= {"backbones": [BACKBONE], "seeds": 1}
     raw |= {"epochs": epochs, "device": "cpu"}
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

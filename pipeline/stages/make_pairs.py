@@ -7,8 +7,9 @@ no image of a test group is ever seen by the SR model, so SR cannot leak test co
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from pipeline.cli import console, stage_main, stage_parser
+from pipeline.cli import print_frame, stage_main, stage_parser
 from pipeline.config import load_params
 from pipeline.io import read_crop_table, save_array_atomic, write_json_atomic
 from pipeline.sr.pairs import make_lr_hr_pairs
@@ -31,7 +32,10 @@ def main() -> None:
     # hash from one machine to the next and send every stage downstream of it back to work.
     summary = {name: list(array.shape) for name, array in pairs.items()}
     write_json_atomic(args.out / "shapes.json", summary)
-    console.print(f"pairs: {summary}")
+    print_frame("LR/HR pairs (count x channels x height x width)", pd.DataFrame(
+        [{"split": split, "LR": " x ".join(map(str, summary[f"{split}_lr"])),
+          "HR": " x ".join(map(str, summary[f"{split}_hr"]))}
+         for split in ("train", "val", "test") if f"{split}_lr" in summary]))
 
 
 if __name__ == "__main__":

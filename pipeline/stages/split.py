@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.cli import PipelineError, console, stage_main, stage_parser, warn
+from pipeline.cli import PipelineError, print_frame, stage_main, stage_parser, warn
 from pipeline.config import load_params
 from pipeline.data.split import MIN_SAMPLES_PER_CLASS, small_splits, split_groups, split_metrics
 from pipeline.environment import write_environment
@@ -29,7 +29,11 @@ def main() -> None:
     write_csv_atomic(args.folds, folds)
     write_json_atomic(args.metrics, metrics)
     write_environment(args.environment)
-    console.print(f"split: {metrics}")
+    classes = sorted(frame["class_name"].unique())
+    print_frame("split (groups are patient samples; none in two splits)", pd.DataFrame(
+        [{"split": part, **{f"{c} crops / groups": f"{metrics.get(f'{part}_crops_{c}', 0)} / "
+                                                    f"{metrics.get(f'{part}_groups_{c}', 0)}"
+                            for c in classes}} for part in ("train", "val", "test")]))
     small = small_splits(frame)
     if small:
         warn(f"fewer than {MIN_SAMPLES_PER_CLASS} groups per class in {', '.join(small)}; "
