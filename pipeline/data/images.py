@@ -54,18 +54,22 @@ def quantise(image: np.ndarray) -> np.ndarray:
 
 
 def read_stack(folder: Path, crop_ids: list[str]) -> np.ndarray:
-    """The crops' uint16 cache files as one (N, 1, h, w) array."""
+    """The crops' uint16 cache files as one (N, 1, h, w) array, filled in place: one copy
+    of the split in memory, never a list of arrays beside their stack."""
     from pipeline.cli import PipelineError
     from pipeline.io import load_array
 
-    arrays = []
-    for crop_id in crop_ids:
+    stack = None
+    for index, crop_id in enumerate(crop_ids):
         path = folder / f"{crop_id}.npy"
         if not path.is_file():
             raise PipelineError(f"{path}: missing image for crop {crop_id}; rerun the stage "
                                 "that writes it")
-        arrays.append(load_array(path))
-    return np.stack(arrays)
+        array = load_array(path)
+        if stack is None:
+            stack = np.empty((len(crop_ids), *array.shape), array.dtype)
+        stack[index] = array
+    return stack if stack is not None else np.zeros((0, 1, 0, 0), np.uint16)
 
 
 def acquire_low_resolution(image: np.ndarray, factor: int, levels: int | None) -> np.ndarray:
