@@ -276,3 +276,16 @@ def test_manifest_records_what_each_file_was(tmp_path):
         "imagej-tiff", "ZCYX", "2x2x32x32", "TDP-43", "max")
     assert row["pixel_size_um"] == 0.2 and row["bits_per_sample"] == 16
     assert isinstance(result.manifest, pd.DataFrame)
+
+
+def test_the_bundle_carries_the_channel_and_projection_and_old_bundles_refuse_stacks():
+    from pipeline.classify.bundle import bundle_data_params
+
+    data = {"group_regex": "^(?P<group>.+?)_crops\\d*_r$", "extensions": [".tif"],
+            "crop_size": SIZE, "on_size_mismatch": "error", "acquire_downsample": 0,
+            "positive": "ALS", "float_range": [0.0, 1.0], "channel": "TDP-43",
+            "bit_depth": 12}
+    new = bundle_data_params({"data": data | {"z_project": "max"}})
+    assert (new.channel, new.z_project) == ("TDP-43", "max")
+    old = bundle_data_params({"data": data})  # a bundle from before data.z_project
+    assert old.z_project == "none"
