@@ -78,7 +78,12 @@ def test_repro_experiment_and_metrics(tmp_path):
     header = table.splitlines()[0].split(",")
     assert header[:5] == ["backbone", "input", "threshold_rule", "seeds", "precision"]
     assert "crop_auc" in header and "group_auc_ci_low" in header
-    assert all(row.split(",")[4] == "fp32" for row in table.splitlines()[1:])
+    rows = {row.split(",")[0]: row.split(",") for row in table.splitlines()[1:]}
+    # every backbone in fp32 on a CPU; the baseline (scikit-learn) in float64, one row of it
+    assert rows.pop("baseline (simple features)")[4] == "fp64"
+    assert rows and all(row[4] == "fp32" for row in rows.values())
+    verdict = json.loads((project / "reports" / "compare" / "shortcut.json").read_text())
+    assert {"shortcut_suspected", "rules_fired", "rule"} <= set(verdict)
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-q", "-m", "baseline results"], project)
 
