@@ -32,8 +32,17 @@ def test_running_stages_counts_stage_processes_only(tmp_path):
 
 @pytest.mark.parametrize(("cpus", "stages", "expected"),
                          [(2, 1, 2), (2, 2, 1), (2, 3, 1), (16, 4, 4), (16, 3, 5), (1, 1, 1)])
-def test_auto_shares_the_usable_cpus_among_the_running_stages(cpus, stages, expected):
+def test_auto_shares_the_usable_cpus_among_the_running_stages(cpus, stages, expected,
+                                                              monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert fitting_threads("auto", cpus=cpus, stages=stages) == expected
+
+
+def test_omp_num_threads_is_a_ceiling_for_auto(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert fitting_threads("auto", cpus=16, stages=1) == 3
+    assert fitting_threads("auto", cpus=16, stages=2) == 1
+    assert fitting_threads(8, cpus=16, stages=1) == 8  # a number is taken as it is
 
 
 def test_a_number_fixes_the_threads_and_fit_threads_applies_it():

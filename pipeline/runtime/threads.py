@@ -59,6 +59,11 @@ def fitting_threads(setting: int | str, cpus: int | None = None,
     if setting != "auto":
         return int(setting)
     cpus = usable_cpus() if cpus is None else cpus
+    # A thread count the person set for OpenMP (OMP_NUM_THREADS) is a ceiling: auto shares
+    # out the machine, it does not take more than it was given.
+    ceiling = os.environ.get("OMP_NUM_THREADS", "")
+    if ceiling.isdigit() and int(ceiling) > 0:
+        cpus = min(cpus, int(ceiling))
     stages = running_stages() if stages is None else stages
     return max(1, cpus // max(stages, 1))
 
