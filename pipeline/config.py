@@ -413,6 +413,14 @@ def profile_values(name: str, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
     return flatten(yaml.safe_load(path.read_text()) or {})
 
 
+def composed_values(name: str, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """The dotted keys and values `dvc exp run -S profile=<name>` composes params.yaml from
+    (config.yaml with the profile over it): departures from these are the run's own `-S`."""
+    base = yaml.safe_load((conf_dir / "config.yaml").read_text()) or {}
+    base.pop("defaults", None)
+    return flatten(base) | profile_values(name, conf_dir)
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"sr": {"scale": 4}} -> {"sr.scale": 4}."""
     flat = {}

@@ -273,8 +273,13 @@ def _placements(scores: np.ndarray, positives: int) -> tuple[np.ndarray, np.ndar
     above it, ties counting half (each row's mean over its positives is its AUC)."""
     ranks = rankdata(scores, axis=1)
     negatives = scores.shape[1] - positives
-    below = (ranks[:, :positives] - rankdata(scores[:, :positives], axis=1)) / negatives
-    above = 1 - (ranks[:, positives:] - rankdata(scores[:, positives:], axis=1)) / positives
+    # each class's own ranks from one more ranking, of the pooled ranks (whole or half
+    # numbers: exact) with the negatives' lifted above every positive's
+    lifted = np.concatenate([ranks[:, :positives], ranks[:, positives:] + scores.shape[1]],
+                            axis=1)
+    within = rankdata(lifted, axis=1)
+    below = (ranks[:, :positives] - within[:, :positives]) / negatives
+    above = 1 - (ranks[:, positives:] - (within[:, positives:] - positives)) / positives
     return below, above
 
 
@@ -389,7 +394,7 @@ def thresholded_intervals(predictions: pd.DataFrame, level: str,
                           threshold: float) -> dict[str, Interval]:
     """Intervals of sensitivity, specificity, accuracy and balanced accuracy at `level`,
     the group being the unit (at crop level through the clustered Wilson interval); none
-    where a class has fewer than MIN_GROUPS_PER_CLASS groups."""
+    for a figure that reads a class of fewer than MIN_GROUPS_PER_CLASS groups."""
     rows = at_level(predictions, level).assign(
         correct=lambda f: decide(f["prob"], threshold) == f["label"])
     per_group = rows.groupby("group", sort=True).agg(
@@ -502,8 +507,9 @@ def _studentized_differences(labels: np.ndarray, a: np.ndarray, b: np.ndarray,
     differences, t_values = [], []
     for first in range(0, len(flips), chunk):
         swapped = flips[first:first + chunk][:, group_index]
-        below_a, above_a = _placements(np.where(swapped, b, a), positives)
-        below_b, above_b = _placements(np.where(swapped, a, b), positives)
+        below, above = _placements(np.concatenate([np.where(swapped, b, a),
+                                                   np.where(swapped, a, b)]), positives)
+        (below_a, below_b), (above_a, above_b) = np.split(below, 2), np.split(above, 2)
         difference = (below_a - below_b).mean(1)
         variance = np.zeros_like(difference)
         for placed, (weights, share, groups) in zip((below_a - below_b, above_a - above_b),
@@ -535,22 +541,23 @@ def paired_permutation_test(paired: pd.DataFrame, level: str, permutations: int,
     tests/test_intervals.py checks it by simulation). The group is the unit at both levels:
     at crop level a group's crops swap together and the variance sums them per group.
     """
-    if level == "group":
-        grouped = paired.groupby("group", sort=True)
-        paired = pd.DataFrame({"group": list(grouped.groups),
-                               "label": grouped["label"].first().values,
-                               "prob_a": grouped["prob_a"].mean().values,
-                               "prob_b": grouped["prob_b"].mean().values})
-    labels = paired["label"].to_numpy().astype(int)
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
     codes, names = pd.factorize(paired["group"], sort=True)
-    positive_groups = int((np.bincount(codes, labels, minlength=len(names)) > 0).sum())
+    labels = paired["label"].to_numpy().astype(int)
+    a, b = (paired[column].to_numpy(dtype=np.float64) for column in ("prob_a", "prob_b"))
+    group_labels = (np.bincount(codes, labels, minlength=len(names)) > 0).astype(int)
+    if level == "group":  # one row per group: its label and its crops' mean probabilities
+        crops = np.bincount(codes, minlength=len(names))
+        a, b = np.bincount(codes, a) / crops, np.bincount(codes, b) / crops
+        labels, codes = group_labels, np.arange(len(names))
+    positive_groups = int(group_labels.sum())
     if min(positive_groups, len(names) - positive_groups) < MIN_GROUPS_PER_CLASS:
         raise ValueError(f"a paired test needs {MIN_GROUPS_PER_CLASS} groups of each class (got "
                          f"{positive_groups} positive, {len(names) - positive_groups} negative)")
     flips = _flip_masks(len(names), permutations, seed)
-    differences, t_values = _studentized_differences(
-        labels, rankdata(paired["prob_a"].to_numpy(dtype=np.float64)),
-        rankdata(paired["prob_b"].to_numpy(dtype=np.float64)), codes, flips)
+    differences, t_values = _studentized_differences(labels, rankdata(a), rankdata(b), codes,
+                                                     flips)
     # equal up to rounding counts as extreme (one pattern's t computed two ways)
     extreme = np.abs(t_values) >= np.abs(t_values[0]) * (1 - 1e-9)
     # exact enumeration includes the observed pattern; Monte Carlo counts it once (+1)

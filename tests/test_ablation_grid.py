@@ -128,6 +128,22 @@ def test_collect_leaves_out_failed_and_queued_and_counts_them():
     assert "1 failed, 1 queued" in experiments.describe_left_out(collected.left_out)
 
 
+def test_rows_are_only_the_backbones_the_experiment_ran_and_the_baseline():
+    """A run with classifier.backbones [resnet50] in a clone still holds the demo's
+    reports/eval/vgg16 (DVC leaves a dropped stage's outputs): it is not this run's row."""
+    raw = state("x1", "own-data", "2026-03-08T10:00:00", REAL, "sr", 0.8)
+    metrics = raw["data"]["metrics"]
+    metrics["reports/eval/vgg16/metrics.json"] = {"data": eval_metrics("sr", 0.99)}
+    metrics["reports/eval/baseline/metrics.json"] = {"data": eval_metrics("sr", 0.7)}
+    experiment = collect_experiments([raw]).finished[0]
+    rows = experiments.evaluation_rows(experiment)
+    assert sorted(row["backbone"] for row in rows) == ["baseline", "resnet50"]
+    # an experiment from before classifier.backbones existed: every evaluation is its own
+    del raw["data"]["params"]["params.yaml"]["data"]["classifier"]["backbones"]
+    older = experiments.evaluation_rows(collect_experiments([raw]).finished[0])
+    assert sorted(row["backbone"] for row in older) == ["baseline", "resnet50", "vgg16"]
+
+
 def test_workspace_is_left_out_while_an_experiment_runs_in_it():
     """`dvc exp run` in the workspace: params.yaml already holds the running experiment's
     params (here lr 0.001) while the metrics are still the previous run's, so the workspace
@@ -359,6 +375,8 @@ def test_report_renders_every_section_with_the_ablation(tmp_path, monkeypatch):
     assert "sr (gan) vs hr" in page and "different test splits" in page
     assert "Holm" in page and "<th>Group AUC difference</th>" in page
     assert "<h3>Costs" in page and "<th>Precision</th>" in page
+    assert "Caveat <i>collapsed</i>: a model is collapsed when" in page  # defined by the table
+    assert "What SR does for the classifier: the ablation below" in page
     section = page.split("Does SR help?")[1].split("<h2>")[0]
     assert "NaN" not in section and "nan" not in section and "None" not in section
 
@@ -411,6 +429,9 @@ def test_report_with_experiments_writes_its_own_page(tmp_path, monkeypatch):
                                       "--params", str(params)])
     report_stage.main()
     assert "lr x batch_size grid" not in pipeline_page.read_text()
+    # what ran heads both pages
+    assert "<th>Profile</th><td>demo; params that differ from it: " in page
+    assert "<th>Profile</th><td>demo; params that differ from it: " in pipeline_page.read_text()
 
 
 def test_a_grid_cell_at_another_lr_does_not_replace_the_ablation_cell():

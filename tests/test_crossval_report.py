@@ -25,6 +25,7 @@ def test_summarise_mean_and_sd():
                                        "specificity")}})
     summary = summarise(folds).set_index("backbone")
     assert summary.loc["a", "folds"] == 3
+    assert (summary["seeds_per_fold"] == 1).all()  # the sd over folds holds seed noise too
     assert summary.loc["a", "group_auc_mean"] == pytest.approx(0.9)
     assert summary.loc["a", "group_auc_sd"] == pytest.approx(0.1)
     assert summary.loc["b", "crop_auc_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))

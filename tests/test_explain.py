@@ -25,11 +25,11 @@ LAST_CONV_BLOCK = {
 }
 
 
-def predictions_from(labels, probs) -> pd.DataFrame:
+def predictions_from(labels, probs, cut: float = 0.5) -> pd.DataFrame:
     probs = np.asarray(probs, dtype=float)
     return pd.DataFrame({"crop_id": [f"c{i}" for i in range(len(probs))],
                          "label": labels, "prob": probs,
-                         "predicted": (probs >= 0.5).astype(int)})
+                         "predicted": (probs >= cut).astype(int)})
 
 
 def small_model():
@@ -61,6 +61,22 @@ def test_pick_fills_from_the_other_class_when_one_is_short():
     assert sorted(chosen[~chosen["correct"]]["position"]) == [4, 6]
     none_wrong = pick_examples(predictions_from([0, 1], [0.1, 0.9]))
     assert len(none_wrong) == 2 and none_wrong["correct"].all()
+
+
+def test_pick_measures_confidence_from_the_cut_not_from_half():
+    """With the crop cut at 0.42, p 0.43 is barely positive (0.01 off the cut) and p 0.55
+    clearly so (0.13); measured from 0.5 the order was the other way round (0.07, 0.05), and
+    the figure showed crops at the cut as confident ones."""
+    labels = [1, 1, 1, 0, 0, 0]
+    probs = [0.43, 0.55, 0.90, 0.30, 0.41, 0.10]
+    frame = predictions_from(labels, probs, cut=0.42)
+    chosen = pick_examples(frame, per_kind=4, threshold=0.42)
+    assert chosen["correct"].all()
+    positives = chosen[chosen["label"] == 1]
+    assert positives["position"].tolist() == [2, 1]  # 0.90 and 0.55; 0.43 left out
+    assert positives["confidence"].tolist() == pytest.approx([0.48, 0.13])
+    from_half = pick_examples(frame, per_kind=4, threshold=0.5)
+    assert from_half[from_half["label"] == 1]["position"].tolist() == [2, 0]
 
 
 def test_grad_cam_of_a_real_small_model_is_not_empty_and_has_the_input_size():
@@ -108,7 +124,18 @@ def test_figure_hooks_the_layer_its_title_names(monkeypatch):
     assert len(crop_titles) == 6
     assert sum("true ALS" in t for t in crop_titles) == 3
     assert sum("true Control" in t for t in crop_titles) == 3
-    assert "WRONG\ntrue Control\np(ALS)=0.70" in crop_titles
+    assert "WRONG\ntrue Control\np(ALS) 0.700 (cut 0.500)" in crop_titles
+    assert "collapsed" not in fig._suptitle.get_text()
+
+
+def test_figure_gives_the_cut_and_flags_a_collapsed_model():
+    images = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(4))
+    predictions = predictions_from([0, 0, 1, 1], [0.86, 0.87, 0.875, 0.88], cut=0.87)
+    fig = gradcam_figure(small_model(), "mobilenet_v3_small", images, predictions, NAMES,
+                         torch.device("cpu"), threshold=0.87, collapsed=True)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert all(title.endswith("(cut 0.870)") for title in titles), titles
+    assert "collapsed model: not a finding" in fig._suptitle.get_text()
 
 
 def test_save_gradcam_grid_writes_a_png(tmp_path):

@@ -112,12 +112,15 @@ def test_a_proportion_of_0_or_n_has_bounds_of_exactly_0_and_1():
     assert mover_mean((0.0, all_wrong), (0.0, wilson_interval(0, 10))).low == 0.0
 
 
-@pytest.mark.parametrize("sensitivity, specificity", [(0.6, 0.7), (0.8, 0.9), (0.7, 1.0)])
+@pytest.mark.parametrize("sensitivity, specificity",
+                         [(0.6, 0.7), (0.8, 0.9), (0.7, 1.0), (1.0, 1.0)])
 def test_the_balanced_accuracy_interval_covers_at_group_and_crop_level(sensitivity,
                                                                         specificity):
-    """MOVER from the two Wilson intervals covers the true balanced accuracy in >= 93% of
-    600 runs: at group level (each group right or wrong) and at crop level (each group's
-    own rate, beta around the class's, over 5-30 crops: the clustered intervals)."""
+    """MOVER from the two Wilson intervals covers the true balanced accuracy in >= 92% of
+    600 runs (a 95% interval shows less in under 1 seed of 1000; 94-98% measured over 5000
+    runs), at group level (each group right or wrong) and at crop level (each group's own
+    rate, beta around the class's, over 5-30 crops: the clustered intervals); a perfect
+    classifier's bound is 1 itself."""
     rng = np.random.default_rng(13)
     truth = (sensitivity + specificity) / 2
     covered = {"group": 0, "crop": 0}
@@ -135,7 +138,7 @@ def test_the_balanced_accuracy_interval_covers_at_group_and_crop_level(sensitivi
             interval = mover_mean(first, second)
             assert interval.low <= (first[0] + second[0]) / 2 <= interval.high
             covered[level] += interval.low <= truth <= interval.high
-    assert min(covered.values()) / 600 >= 0.93, covered
+    assert min(covered.values()) / 600 >= 0.92, covered
 
 
 def paired_binormal(rng, auc=(0.85, 0.85), sd_positive=(1.0, 1.0), crops=(1, 2),
@@ -188,11 +191,12 @@ NULL_RUNS = 1000
 NULL_BOUND = binom.ppf(0.95, NULL_RUNS, 0.06) / NULL_RUNS
 
 
-@pytest.mark.parametrize("level, crops, auc", [("group", (1, 2), 0.90), ("crop", (2, 6), 0.85)])
+@pytest.mark.parametrize("level, crops, auc", [("group", (1, 2), 0.90), ("crop", (2, 6), 0.90)])
 def test_the_paired_test_keeps_its_level_for_equal_aucs_of_unequal_shapes(level, crops, auc):
     """Equal AUCs, positives' sd 0.3 against 2.0, correlation 0.7, 9 + 10 groups: the
-    studentized test on ranks rejects in at most NULL_BOUND of 1000 runs at 5% (~4%
-    measured), where swapping the raw scores rejected 9%."""
+    studentized test on ranks rejects in at most NULL_BOUND of 1000 runs at 5% (4.7% at
+    group level, 4.6% at crop level), where swapping the raw scores rejected 7.7% and 9.3%
+    on these very runs."""
     rng = np.random.default_rng(17)
     rejected = 0
     for run in range(NULL_RUNS):
@@ -204,7 +208,8 @@ def test_the_paired_test_keeps_its_level_for_equal_aucs_of_unequal_shapes(level,
 @pytest.mark.parametrize("level, crops", [("group", (1, 2)), ("crop", (2, 6))])
 def test_the_paired_test_keeps_its_level_for_exchangeable_models(level, crops):
     """Two models drawn alike (AUC 0.85, correlation 0.7): at most NULL_BOUND of 1000 runs
-    reject at 5%, at group level and with crops clustered in groups."""
+    reject at 5% (3.5% at either level), at group level and with crops clustered in
+    groups."""
     rng = np.random.default_rng(5)
     rejected = 0
     for run in range(NULL_RUNS):

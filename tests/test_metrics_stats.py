@@ -11,12 +11,17 @@ from sklearn.metrics import roc_auc_score
 from pipeline.cli import PipelineError
 from pipeline.reporting import compare
 from pipeline.stats import (
+    MIN_GROUPS_PER_CLASS,
+    NOT_ESTIMABLE,
     GroupMismatchError,
     binary_metrics,
+    crop_auc_interval,
     decide,
     evaluation_report,
     level_auc,
     paired_comparison,
+    paired_frames,
+    paired_permutation_test,
     youden_threshold,
 )
 
@@ -137,6 +142,35 @@ def test_paired_comparison_refuses_relabelled_crops():
         paired_comparison(predictions, flipped, 199, 0)
 
 
+def test_below_the_minimum_of_groups_in_a_class_no_interval_is_reported():
+    """One negative group against six positive ones: every interval that reads the
+    negatives (AUC, specificity, accuracy, balanced accuracy) is NOT_ESTIMABLE (None, None)
+    at both levels, the crop AUC's included, which once fell back to a group-count formula
+    fed with the crop AUC; sensitivity, over six groups, keeps its interval. Two groups of
+    each class give them all."""
+    assert MIN_GROUPS_PER_CLASS >= 2
+    rng = np.random.default_rng(8)
+    groups = {f"N{g}": (0, list(rng.uniform(0.1, 0.7, 4))) for g in range(1)}
+    groups |= {f"P{g}": (1, list(rng.uniform(0.3, 0.9, 4))) for g in range(6)}
+    predictions = crops_of(groups)
+    assert 0 < level_auc(predictions, "crop") < 1
+    assert crop_auc_interval(predictions) == NOT_ESTIMABLE
+    report = evaluation_report(predictions)
+    for level in ("crop", "group"):
+        figures = report[level]
+        for key in ("auc", "balanced_accuracy", "specificity", "accuracy"):
+            assert figures[f"{key}_ci_low"] is None and figures[f"{key}_ci_high"] is None, key
+            assert figures[f"{key}_ci_method"] == "not estimable"
+        assert figures["sensitivity_ci_low"] < figures["sensitivity"] <= figures[
+            "sensitivity_ci_high"]
+    predictions = crops_of(groups | {"N1": (0, list(rng.uniform(0.1, 0.7, 4)))})
+    report = evaluation_report(predictions)
+    assert all(report[level][f"{key}_ci_low"] is not None for level in ("crop", "group")
+               for key in ("auc", "sensitivity", "specificity", "accuracy"))
+    with pytest.raises(ValueError, match="2 groups of each class"):
+        paired_permutation_test(paired_frames(predictions, predictions).iloc[4:], "crop", 99, 0)
+
+
 def test_the_readable_table_fits_a_page_and_says_not_estimable(tmp_path):
     write_eval(tmp_path, "a", random_predictions(2))
     frame = compare.comparison_table(tmp_path, ["a"], {})
@@ -144,6 +178,11 @@ def test_the_readable_table_fits_a_page_and_says_not_estimable(tmp_path):
     shown = compare.readable_table(frame)
     assert len(shown.columns) <= 10 and "Group AUC [95% CI]" in shown.columns
     assert "[not estimable]" in shown.loc[0, "Crop AUC [95% CI]"]
+    # as the report reads table.csv back: both bounds None, not NaN
+    for bound in ("low", "high"):
+        frame[f"group_auc_ci_{bound}"] = pd.Series([None], dtype=object)
+    assert compare.readable_table(frame).loc[0, "Group AUC [95% CI]"].endswith(
+        " [not estimable]")
     compare.plot_roc_overlay(tmp_path, ["a"], tmp_path / "roc.png")
     assert (tmp_path / "roc.png").stat().st_size > 0
 

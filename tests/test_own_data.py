@@ -175,6 +175,28 @@ def test_run_demo_passes_dvc_options_through():
     assert str(with_timeline.timeline) == "t.csv"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals are POSIX")
+def test_run_demo_gives_dvc_a_terminal_when_it_has_one_and_still_times_the_stages(capsys):
+    """On a terminal dvc writes to one (its stages' bars stay live, not a line per 10%), and
+    the stage lines are still found, colours and bar redraws around them or not."""
+    import sys
+
+    from pipeline.tools.run_demo import run_and_time
+
+    child = ("import os, sys, time\n"
+             "print(\"Running stage 'a':\", flush=True)\n"
+             "sys.stderr.write('\\x1b[1m 10%\\r 50%\\r'); sys.stderr.flush()\n"
+             "print('terminal', os.isatty(1), os.isatty(2), flush=True)\n"
+             "print(\"\\x1b[33mRunning stage 'b':\\x1b[0m\", flush=True)\n")
+    code, timings, _ = run_and_time([sys.executable, "-c", child], terminal=True)
+    out = capsys.readouterr().out
+    assert code == 0 and [stage for stage, _ in timings] == ["a", "b"]
+    assert "terminal True True" in out and " 50%\r" in out  # the bytes as the child wrote
+    code, timings, _ = run_and_time([sys.executable, "-c", child], terminal=False)
+    assert code == 0 and "terminal False False" in capsys.readouterr().out
+    assert [stage for stage, _ in timings] == ["a"]  # piped, dvc writes no colours to strip
+
+
 def test_ingest_names_the_file_brighter_than_the_declared_depth_and_the_fix(tmp_path):
     raw = _camera_crops(tmp_path / "raw", peak=4095)
     with pytest.raises(PipelineError, match=r"0\.tif: has values up to 4095, above the 10-bit "

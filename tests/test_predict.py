@@ -348,3 +348,25 @@ def test_a_collapsed_model_and_a_one_group_class_are_flagged():
     flags = reliability(spread)
     assert not flags["collapsed"] and flags["group_level_estimable"]
     assert flags["prob_spread"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(("low", "high", "collapsed"), [
+    (0.857, 0.876, True),   # the demo's resnet50: spread 0.019, every crop ALS at 0.5
+    (0.80, 0.95, True),     # spread 0.15, but all above 0.5 by more than it moves
+    (0.49, 0.52, True),     # across 0.5, yet spanning under 0.05
+    (0.55, 0.70, False),    # all above 0.5, but moving more than it sits off 0.5
+    (0.40, 0.60, False),    # an uncertain model around 0.5 is no collapse
+    (0.05, 0.95, False),    # a real model
+])
+def test_collapse_is_judged_against_where_the_probabilities_sit(low, high, collapsed):
+    """scoring.COLLAPSE_RULE: a spread under 0.05, or all on one side of 0.5 and spanning
+    less than the gap to 0.5; an absolute 1e-3 floor let spread 0.019 at balanced accuracy
+    0.5 through as a finding."""
+    from pipeline.classify.scoring import reliability
+
+    probs = np.linspace(low, high, 8)
+    frame = pd.DataFrame({"group": [f"g{i // 2}" for i in range(8)], "label": [0, 1] * 4,
+                          "prob": probs})
+    flags = reliability(frame)
+    assert flags["collapsed"] is collapsed
+    assert flags["prob_spread"] == pytest.approx(high - low)

@@ -50,6 +50,9 @@ def test_results_fit_120_columns_and_name_a_collapsed_model(tmp_path):
     assert set(rows) == {"vgg16", "resnet50", "mobilenet_v3_large *"}  # one line each
     assert "not evaluated" in rows["vgg16"] and "1.000 [0." in rows["resnet50"]
     assert "[1.00,1.00]" not in rows["resnet50"]  # perfect separation: a bound, not a point
+    # one group per class: no interval, and the table says so (rich once swallowed the
+    # bracketed "[n.e.]" as markup)
+    assert "0.750 [not estimable]" in rows["mobilenet_v3_large *"]
     assert notes == ["* mobilenet_v3_large: collapsed, group level not estimable"]
     table = comparison_table(reports / "eval", ["resnet50", "mobilenet_v3_large"], {})
     assert list(table["caveat"]) == ["", "collapsed, group level not estimable"]

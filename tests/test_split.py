@@ -113,6 +113,9 @@ def test_sample_names_that_look_missing_or_numeric_survive_the_stage_files(tmp_p
         cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
                                                       "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
+    # the console shows a table of crops and groups per split, not a Python dict
+    assert "crops / groups" in result.stderr and "│ test" in result.stderr, result.stderr
+    assert "{" not in result.stderr and "': " not in result.stderr, result.stderr
     split = read_crop_table(tmp_path / "split.csv")
     assert sorted(split["group"].unique()) == sorted(manifest["group"].unique())
     assert split["split"].notna().all() and len(split) == len(manifest)

@@ -190,3 +190,26 @@ def test_steady_step_time_leaves_each_phases_first_interval_out():
     only_one = seconds_per_iteration(log[:2])
     assert only_one["seconds_per_iteration_psnr"] == pytest.approx(0.1)
     assert only_one["seconds_per_iteration_gan"] is None
+
+
+def test_make_pairs_prints_a_table_of_its_pairs_not_a_dict(tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from pipeline.stages import make_pairs
+    from tests.conftest import square_crops, write_params
+
+    crops, split_csv = square_crops(tmp_path, 12, lambda i: ("train", "val", "test")[i % 3])
+    (tmp_path / "manifest.csv").write_text(
+        "crop_id,levels\n" + "".join(f"c{i:03d},65536\n" for i in range(12)))
+    recorder = Console(record=True, width=160)
+    monkeypatch.setattr("pipeline.cli.console", recorder)
+    monkeypatch.setattr(sys, "argv", [
+        "make_pairs", "--crops", str(crops), "--split", str(split_csv), "--manifest",
+        str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "pairs"), "--params",
+        str(write_params(tmp_path / "params.yaml"))])
+    make_pairs.main()
+    said = recorder.export_text()
+    assert "LR/HR pairs" in said and "│ train" in said, said
+    assert "{" not in said and "': " not in said, said

@@ -62,6 +62,34 @@ def test_training_learns_the_task_and_keeps_the_best_validation_epoch(tmp_path):
     assert result["metrics"]["precision"] == "fp32"  # auto on a CPU, whatever it offers
 
 
+def test_one_bar_counts_every_batch_of_every_seed_and_a_resumed_run_starts_where_it_was(
+        tmp_path):
+    """The stage's bar: seeds x epochs x batches (24 images in batches of 8: 3), advanced
+    per batch, so its ETA is the backbone's; a resumed run counts its finished epochs."""
+    import dataclasses
+
+    from pipeline.classify.training import batch_progress
+
+    params = load_params(write_params(tmp_path / "p.yaml", epochs=2, lr=0.003))
+    images, labels, val_images, val_labels = _square_task()
+    ticks = []
+    with batch_progress("train", runs=2) as tracker:
+        original = tracker.batch
+        tracker.batch = lambda: (ticks.append(1), original())
+        for seed in (1, 2):
+            train_classifier("mobilenet_v3_small", images, labels, val_images, val_labels,
+                             dataclasses.replace(params, seed=seed), torch.device("cpu"),
+                             tmp_path / "ckpt", tracker=tracker)
+        task = tracker.bar.tasks[tracker.task]
+    assert task.total == 2 * 2 * 3 and task.completed == task.total and len(ticks) == 12
+    assert task.fields["status"].startswith("seed 2 epoch 2/2 loss ")
+    assert "val_auc" in task.fields["status"]
+    with batch_progress("train", runs=2) as tracker:
+        tracker.start_run(epochs=2, batches=3, epochs_done=1)  # a run resumed after epoch 1
+        task = tracker.bar.tasks[tracker.task]
+        assert (task.total, task.completed) == (12, 3)
+
+
 def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
     """pandas' .to_numpy() is read-only (copy-on-write); torch.from_numpy warns on those.
     With classifier.seeds 2 the stage trains two runs, each from its own seed, and keeps

@@ -89,8 +89,11 @@ def pick_examples(predictions: pd.DataFrame, per_kind: int = 4,
 
 def gradcam_figure(model: nn.Module, backbone: str, images: torch.Tensor,
                    predictions: pd.DataFrame, class_names: tuple[str, str],
-                   device: torch.device, threshold: float = 0.5) -> Figure | None:
-    """Crops above, Grad-CAM of the predicted class below; None when there is nothing to show."""
+                   device: torch.device, threshold: float = 0.5,
+                   collapsed: bool = False) -> Figure | None:
+    """Crops above, Grad-CAM of the predicted class below; None when there is nothing to show.
+    Each title gives p beside the cut it was decided at; a `collapsed` model's figure says
+    that it is no finding (scoring.reliability)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,24 +116,32 @@ def gradcam_figure(model: nn.Module, backbone: str, images: torch.Tensor,
         axes[1][column].imshow(image, cmap="gray")
         axes[1][column].imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         verdict = "right" if row.correct else "WRONG"
+        # "Confident" is far from the cut, not from 0.5: both go in the title, to 3 decimals
+        # (a collapsed model's crops differ from its cut in the third)
         axes[0][column].set_title(f"{verdict}\ntrue {class_names[row.label]}\n"
-                                  f"p({class_names[1]})={row.prob:.2f}", fontsize=7)
+                                  f"p({class_names[1]}) {row.prob:.3f} (cut {threshold:.3f})",
+                                  fontsize=7)
         axes[1][column].set_xlabel(f"for {class_names[row.predicted]}", fontsize=7)
         for ax in (axes[0][column], axes[1][column]):
             ax.set_xticks([])
             ax.set_yticks([])
     axes[1][0].set_ylabel("Grad-CAM of\npredicted class", fontsize=7)
-    fig.suptitle(f"Grad-CAM at {backbone} {layer_name}: test crops, confidently right "
-                 f"and wrong, both classes", fontsize=9)
+    title = (f"Grad-CAM at {backbone} {layer_name}: test crops furthest from the cut, "
+             "right and wrong, both classes")
+    # In the title, which tight_layout makes room for, so the caveat covers no panel.
+    fig.suptitle(title + ("\ncollapsed model: not a finding" if collapsed else ""), fontsize=9,
+                 color="#b00000" if collapsed else "black")
     fig.tight_layout()
     return fig
 
 
 def save_gradcam_grid(model: nn.Module, backbone: str, images: torch.Tensor,
                       predictions: pd.DataFrame, class_names: tuple[str, str],
-                      path: Path, device: torch.device, threshold: float = 0.5) -> None:
+                      path: Path, device: torch.device, threshold: float = 0.5,
+                      collapsed: bool = False) -> None:
     """Write gradcam_figure as a PNG; nothing when there are no predictions."""
-    fig = gradcam_figure(model, backbone, images, predictions, class_names, device, threshold)
+    fig = gradcam_figure(model, backbone, images, predictions, class_names, device, threshold,
+                         collapsed)
     if fig is None:
         return
     import matplotlib.pyplot as plt  # after gradcam_figure chose the Agg backend

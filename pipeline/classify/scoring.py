@@ -72,17 +72,33 @@ def seed_spread(reports: dict[int, dict]) -> dict:
                 "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
     return spread
 
-# A model whose test probabilities all lie within this of each other has collapsed to one
-# output: the ordering behind its AUC is rounding noise, not a finding.
-COLLAPSE_SPREAD = 1e-3
+# Below this spread (max - min) of the test probabilities a model gives every crop nearly
+# one output, wherever it sits: the ordering behind its AUC is too small to be a finding.
+COLLAPSE_SPREAD = 0.05
+
+# What "collapsed" means, said once for the report and the docstring below.
+COLLAPSE_RULE = ("a model is collapsed when its test probabilities span (max - min) less "
+                 f"than {COLLAPSE_SPREAD}, or lie all on one side of 0.5 and span less than the "
+                 "gap between 0.5 and the nearest of them: its output moves less than it sits "
+                 "off 0.5, and at 0.5 it calls every crop one class")
 
 
 def reliability(predictions: pd.DataFrame) -> dict:
-    """How far the test figures can be trusted: the spread of the probabilities (collapsed
-    below COLLAPSE_SPREAD) and whether each class has the 2 groups a group AUC needs."""
-    spread = float(predictions["prob"].max() - predictions["prob"].min())
+    """How far the test figures can be trusted: the spread of the probabilities, whether the
+    model collapsed, and whether each class has the 2 groups a group AUC needs.
+
+    Collapsed (COLLAPSE_RULE): the probabilities span less than COLLAPSE_SPREAD, or they lie
+    all on one side of 0.5 and span less than the gap between 0.5 and the nearest of them.
+    The second, relative, part catches a model that has learnt the class prior and little
+    else (0.80-0.95 on every test crop: balanced accuracy 0.5 at 0.5) without an absolute
+    floor so high that it would flag an honest but uncertain model around 0.5 (0.40-0.60)."""
+    probs = predictions["prob"].to_numpy(dtype=float)
+    spread = float(probs.max() - probs.min())
+    one_side = bool((probs >= 0.5).all() or (probs < 0.5).all())
+    offset = float(np.abs(probs - 0.5).min())
     per_class = predictions.groupby("label")["group"].nunique().reindex([0, 1], fill_value=0)
-    return {"prob_spread": spread, "collapsed": spread < COLLAPSE_SPREAD,
+    return {"prob_spread": spread,
+            "collapsed": spread < COLLAPSE_SPREAD or (one_side and spread < offset),
             "group_level_estimable": bool((per_class >= 2).all())}
 
 
@@ -101,8 +117,8 @@ def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
                   f"{group_part} ({thresholds['rule']} on validation){seeds}"
                   + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
     if metrics["collapsed"]:
-        warn(f"{backbone} gives every test crop nearly the same probability (spread "
-             f"{metrics['prob_spread']:.2g}): a collapsed model; its AUC is not a finding")
+        warn(f"{backbone}'s test probabilities span {metrics['prob_spread']:.2g}: a collapsed "
+             f"model ({COLLAPSE_RULE}); its AUC is not a finding")
     if not metrics["group_level_estimable"]:
         warn("the test split has fewer than 2 groups of a class: group-level figures are "
              "not estimable")

@@ -9,13 +9,16 @@ them and saves a plain-dict checkpoint after every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress, TaskID
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -90,6 +93,36 @@ class RunState:
         if row["val_auc"] > self.best_auc:
             self.best_auc, self.best_epoch = row["val_auc"], row["epoch"]
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@dataclasses.dataclass
+class BatchProgress:
+    """One bar counting the training batches of a backbone's runs (its classifier.seeds), so
+    that its ETA is the backbone's, not an epoch's: the first run sets the total (runs x
+    epochs x batches per epoch) once it knows its batches."""
+
+    bar: Progress
+    task: TaskID
+    runs: int = 1
+
+    def start_run(self, epochs: int, batches: int, epochs_done: int) -> None:
+        """A run begins, `epochs_done` of its epochs already done (resumed)."""
+        if self.bar.tasks[self.task].total is None:
+            self.bar.update(self.task, total=self.runs * epochs * batches)
+        self.bar.advance(self.task, epochs_done * batches)
+
+    def batch(self) -> None:
+        self.bar.advance(self.task)
+
+    def epoch_done(self, status: str) -> None:
+        self.bar.update(self.task, status=status)
+
+
+@contextlib.contextmanager
+def batch_progress(description: str, runs: int = 1) -> Iterator[BatchProgress]:
+    """A BatchProgress on the console for `runs` training runs."""
+    with progress() as bar:
+        yield BatchProgress(bar, bar.add_task(description, total=None, status=""), runs)
 
 
 def _safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -175,7 +208,8 @@ def restore_checkpoint(checkpoint: dict, setup: TrainingSetup) -> RunState:
 
 
 def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
-                    epoch: int) -> tuple[dict, int]:
+                    epoch: int, on_batch: Callable[[], None] = lambda: None
+                    ) -> tuple[dict, int]:
     """One pass over the training batches: ({train_loss, train_accuracy, train_auc,
     data_seconds, compute_seconds}, images).
 
@@ -184,6 +218,8 @@ def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
     at the end of its epoch, before that epoch's checkpoint is written. data_seconds is the
     host time spent gathering batches (and, on a GPU, waiting to enqueue their copies);
     compute_seconds is the rest of the epoch, including the final wait for the device.
+    `on_batch` is called after each step is queued (a progress bar's tick; it waits for
+    nothing).
     """
     setup.model.train()
     started, data_seconds = time.perf_counter(), 0.0
@@ -209,6 +245,7 @@ def train_one_epoch(setup: TrainingSetup, device: torch.device, precision: str,
         losses.append(loss)
         scores.append(torch.softmax(logits.detach().float(), 1)[:, 1])
         targets.append(labels)
+        on_batch()
     if nonfinite.item():  # the epoch's one wait for the device
         raise PipelineError(f"{setup.backbone}: non-finite training loss in epoch "
                             f"{epoch + 1}; lower lr or use classifier.precision: fp32")
@@ -287,7 +324,8 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                      val_images: ClassifierImages, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
                      stop_after_epoch: int | None = None,
-                     context: DistContext = SINGLE_PROCESS) -> dict:
+                     context: DistContext = SINGLE_PROCESS,
+                     tracker: BatchProgress | None = None) -> dict:
     """Train with resume; return {best_state, curves, metrics} (best_state None if stopped).
 
     `train_images` are uint16 cache rows (data.tensors.cache_rows), made float32 a batch at
@@ -296,6 +334,9 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     Under torchrun (`context.enabled`) each rank trains on its shard of every epoch with
     batch_size / world_size images per step, so the global batch is still `batch_size`;
     only rank 0 writes checkpoints.
+
+    `tracker` counts the batches on a bar shared with other runs (the stage's seeds); without
+    one the run shows its own bar.
     """
     digest = hashlib.sha256(image_bytes(train_images) + train_labels.tobytes()
                             + image_bytes(val_images)).hexdigest()
@@ -312,15 +353,16 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
         run = restore_checkpoint(checkpoint, setup)
         console.print(f"resuming {backbone} from {checkpoint_path} after epoch {run.epoch}")
     last = params.epochs if stop_after_epoch is None else min(params.epochs, stop_after_epoch)
-    with progress() as bar:
-        task = bar.add_task(f"train {backbone}", total=params.epochs, completed=run.epoch,
-                            status="")
+    with contextlib.ExitStack() as stack:
+        if tracker is None:
+            tracker = stack.enter_context(batch_progress(f"train {backbone}"))
+        tracker.start_run(params.epochs, len(setup.batches), run.epoch)
         first_in_process = run.epoch
         while run.epoch < last:
             fit_threads()  # a run started beside this one since: make room
             started = time.perf_counter()
             trained, images = train_one_epoch(setup, device, params.classifier.precision,
-                                              run.epoch)
+                                              run.epoch, tracker.batch)
             run.seconds += time.perf_counter() - started
             run.images_seen += images
             trained |= {"train_images": images, "warmup": run.epoch == first_in_process}
@@ -332,9 +374,9 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                 save_checkpoint(checkpoint_path, config, setup, run)
             barrier(context)
             row = run.curves[-1]
-            bar.update(task, completed=run.epoch, status=(
-                f"loss {row['train_loss']:.3f} val_auc {row['val_auc']:.3f} "
-                f"val_acc {row['val_accuracy']:.3f}"))
+            tracker.epoch_done(f"seed {params.seed} epoch {run.epoch}/{params.epochs} loss "
+                               f"{row['train_loss']:.3f} val_auc {row['val_auc']:.3f} "
+                               f"val_acc {row['val_accuracy']:.3f}")
     result = {"curves": run.curves, "checkpoint": checkpoint_path, "epoch": run.epoch}
     if run.epoch < params.epochs:
         return result | {"best_state": None}

@@ -115,13 +115,12 @@ def with_holm(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def cell(value, low=None, high=None, digits: int = 3) -> str:
-    """'0.912 [0.850, 0.970]', '0.912 [not estimable]', '' for a missing figure."""
+def cell(value, low, high, digits: int = 3) -> str:
+    """'0.912 [0.850, 0.970]', '0.912 [not estimable]' (bounds None or NaN), '' for a
+    missing figure."""
     if value is None or pd.isna(value):
         return ""
     text = f"{value:.{digits}f}"
-    if low is None and high is None:
-        return text
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return text + " [not estimable]"
     return text + f" [{low:.{digits}f}, {high:.{digits}f}]"

@@ -174,13 +174,18 @@ def baseline_setting(params: dict) -> str:
 def evaluation_rows(experiment: Experiment) -> list[dict]:
     """One row per evaluated backbone: its setting (every param that changes its figures),
     the same less each table's axes, its dataset, lr, batch size and test figures with their
-    intervals and their mean and sd over the training seeds."""
+    intervals and their mean and sd over the training seeds. Only the backbones of the
+    experiment's classifier.backbones and the baseline: an earlier run's reports/eval/<x>
+    of a backbone since dropped are not this experiment's results."""
     params = experiment.params
     classifier, sr = params.get("classifier") or {}, params.get("sr") or {}
+    ran = classifier.get("backbones")
     rows = []
     for path, metrics in experiment.metrics.items():
         parts = Path(path).parts
         if len(parts) != 4 or parts[:2] != ("reports", "eval") or "group" not in metrics:
+            continue
+        if ran is not None and parts[2] not in [*ran, BASELINE]:
             continue
         # What was evaluated is in the metrics; params are the fallback.
         source = metrics.get("input") or classifier.get("input")

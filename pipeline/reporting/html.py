@@ -33,6 +33,7 @@ td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
 .note{color:#555;font-size:.9em}.wide{overflow-x:auto;max-width:100%}
 .banner{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em}
+.facts td,.facts th{text-align:left}
 """
 
 
@@ -81,7 +82,9 @@ def dataset_section(reports: Path) -> str:
     return "<h2>Data</h2>" + text + _table(pd.DataFrame(rows))
 
 
-def sr_section(reports: Path) -> str:
+def sr_section(reports: Path, classifier_note: str = "") -> str:
+    """SR against bicubic, then `classifier_note` (what SR did for the classifier, or that
+    this run did not test it)."""
     metrics = read_json(reports / "sr" / "metrics.json")
     if not metrics:
         return ""
@@ -111,7 +114,30 @@ def sr_section(reports: Path) -> str:
             f"{metrics['train_seconds']:.0f} s in "
             f"{metrics.get('precision', 'a precision not recorded')}; perceptual loss: "
             f"{html.escape(str(metrics.get('perceptual_loss')))}.</p>" +
-            _img_file(reports / "sr" / "samples.png", "SR samples"))
+            _img_file(reports / "sr" / "samples.png", "SR samples") + classifier_note)
+
+
+# The inputs the ablation trains the classifier on (classifier.input).
+ABLATION_INPUTS = ("raw", "bicubic", "sr", "hr")
+
+
+def sr_classifier_note(input_kind: str, acquire_downsample: int, ablation_below: bool) -> str:
+    """One sentence for the SR section: the ablation below answers what SR does for the
+    classifier, or the commands (README, *Does SR help?*) that would."""
+    if ablation_below:
+        return ("<p class='note'>What SR does for the classifier: the ablation below (the "
+                "same backbones on each input, paired on the same test groups).</p>")
+    others = [kind for kind in ABLATION_INPUTS
+              if kind != input_kind and (kind != "hr" or acquire_downsample > 0)]
+    hr_note = ("" if acquire_downsample > 0 else " (hr, the original crops, needs "
+               "data.acquire_downsample &gt; 0; this run has 0)")
+    return ("<p class='banner'><b>What SR does for the classifier was not tested in this "
+            f"run</b>: it trained on <code>{html.escape(input_kind)}</code> only. "
+            f"<code>dvc exp run --queue -S classifier.input={','.join(others)}</code>"
+            f"{hr_note}, <code>dvc queue start</code>, then <code>python -m "
+            "pipeline.tools.ablation</code> train the same backbones on the other inputs and "
+            "test them against this one on the same groups (<code>python -m "
+            "pipeline.tools.experiments_page</code> shows the tables).</p>")
 
 
 def sr_gain_banner(metrics: dict) -> str:
@@ -144,15 +170,20 @@ def curves_section(reports: Path, backbones: list[str]) -> str:
         curves = pd.read_csv(path)
         line, = axes[0].plot(curves["epoch"], curves["train_loss"], label=f"{backbone} train")
         axes[0].plot(curves["epoch"], curves["val_loss"], "--", color=line.get_color(),
-                     label=f"{backbone} val")
-        axes[1].plot(curves["epoch"], curves["val_auc"], color=line.get_color(), label=backbone)
+                     label=f"{backbone} validation")
+        axes[1].plot(curves["epoch"], curves["val_auc"], "--", color=line.get_color())
     from matplotlib.ticker import MaxNLocator
 
-    axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title="validation AUC", xlabel="epoch", ylim=(0, 1.02))
+    axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy loss")
+    axes[1].set(title="validation AUC", xlabel="epoch", ylabel="AUC (crops)", ylim=(0, 1.02))
     for ax in axes:
-        ax.legend(fontsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    fig.tight_layout()
+    # One legend for both panels, right of them, where it covers no line: a colour per
+    # backbone, solid training, dashed validation.
+    if axes[0].lines:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return ("<h2>Training curves (first seed)</h2>"
             f"<img alt='curves' src='{_png(fig)}'>")
 
@@ -292,6 +323,7 @@ def acquisition_table(ingest: dict) -> str:
 
 
 def comparison_section(reports: Path) -> str:
+    from pipeline.classify.scoring import COLLAPSE_RULE
     from pipeline.reporting.compare import readable_costs, readable_paired, readable_table
 
     out = "<h2>Backbones on the held-out test groups</h2>"
@@ -305,7 +337,8 @@ def comparison_section(reports: Path) -> str:
                 f"at group level, clustered DeLong at crop level; proportions: Wilson). The "
                 f"cut is chosen on the validation groups by rule <code>{html.escape(rules)}"
                 "</code>; table.csv has every figure, the cuts' ranges and the figures at "
-                "0.5.</p>")
+                f"0.5. Caveat <i>collapsed</i>: {html.escape(COLLAPSE_RULE)}; its figures are "
+                "no finding.</p>")
         out += _table(readable_table(frame.replace({float("nan"): None})))
         out += "<h3>Costs (training, memory, inference; the precision they ran in)</h3>"
         out += _table(readable_costs(frame))
@@ -392,9 +425,21 @@ def experiments_section() -> str:
             f"{duplicates} repeated cells: the newest kept.</p>" + _table(shown))
 
 
+def facts_table(facts: list[tuple[str, str]]) -> str:
+    """The header's table of what ran (provenance.run_facts); '' without facts."""
+    rows = "".join(f"<tr><th>{html.escape(what)}</th><td>{html.escape(fact)}</td></tr>"
+                   for what, fact in facts)
+    return f"<div class='wide'><table class='facts'>{rows}</table></div>" if rows else ""
+
+
 def build_report(reports: Path, split: Path, backbones: list[str],
-                 with_experiments: bool) -> str:
-    sections = [dataset_section(reports), sr_section(reports),
+                 with_experiments: bool, facts: list[tuple[str, str]] = (),
+                 input_kind: str = "sr", acquire_downsample: int = 0) -> str:
+    """The page; `facts` head it (what ran), `input_kind` and `acquire_downsample` (the
+    run's classifier.input and data.acquire_downsample) word the SR section's last line."""
+    ablation_below = with_experiments and (reports / "ablation" / "table.csv").is_file()
+    sr_note = sr_classifier_note(input_kind, acquire_downsample, ablation_below)
+    sections = [dataset_section(reports), sr_section(reports, sr_note),
                 curves_section(reports, backbones), comparison_section(reports),
                 shortcut_section(reports),
                 confusion_section(reports, split, backbones), gradcam_section(reports, backbones),
@@ -404,7 +449,8 @@ def build_report(reports: Path, split: Path, backbones: list[str],
     body = "\n".join(s for s in sections if s)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>TDP-43 pipeline report"
             f"</title><style>{STYLE}</style></head><body><h1>TDP-43 classification: pipeline "
-            f"report</h1><p class='note'>All figures come from held-out test groups unless "
+            f"report</h1>{facts_table(facts)}"
+            f"<p class='note'>All figures come from held-out test groups unless "
             f"marked otherwise; AUC is the area under the ROC curve, accuracy the share "
             f"correct at the threshold chosen on the validation split (named in the "
             f"tables).</p>{shortcut_banner(reports)}{body}</body></html>\n")
@@ -412,9 +458,16 @@ def build_report(reports: Path, split: Path, backbones: list[str],
 
 def write_report(out: Path, reports: Path, split: Path, params_path: Path,
                  with_experiments: bool) -> None:
-    """build_report for the backbones of `params_path`, written atomically to `out`."""
+    """build_report for the params of `params_path`, headed by what ran, written
+    atomically to `out`."""
+    import yaml
+
     from pipeline.config import load_params
     from pipeline.io import write_text_atomic
+    from pipeline.reporting.provenance import run_facts
 
-    backbones = load_params(params_path).classifier.backbones
-    write_text_atomic(out, build_report(reports, split, backbones, with_experiments))
+    params = load_params(params_path)
+    facts = run_facts(reports, params, yaml.safe_load(params_path.read_text()))
+    write_text_atomic(out, build_report(reports, split, params.classifier.backbones,
+                                        with_experiments, facts, params.classifier.input,
+                                        params.data.acquire_downsample))

@@ -3,7 +3,9 @@ tests over the same test groups, and a ROC overlay."""
 
 from __future__ import annotations
 
-from pipeline.cli import stage_main, stage_parser, warn
+from pathlib import Path
+
+from pipeline.cli import console, stage_main, stage_parser, warn
 from pipeline.config import load_params
 from pipeline.io import read_json, write_csv_atomic, write_json_atomic, write_text_atomic
 from pipeline.reporting.compare import (
@@ -18,6 +20,7 @@ from pipeline.reporting.compare import (
 )
 from pipeline.reporting.labels import BASELINE
 from pipeline.reporting.shortcut import shortcut_verdict, verdict_text
+from pipeline.reporting.stale import remove_stale_backbone_reports
 
 
 @stage_main
@@ -27,8 +30,21 @@ def main() -> None:
                           ("sr-metrics", "train_sr's metrics.json (labels an sr input that "
                                          "did not beat bicubic)"), ("out", "reports/compare"),
                           ("shortcut", "the shortcut verdict (metrics JSON)"))
+    parser.add_argument("--per-backbone", type=Path, nargs="*", default=[],
+                        help="other folders with a subfolder per backbone (reports/train, "
+                             "reports/export): those of dropped backbones are removed")
+    parser.add_argument("--environment-dir", type=Path,
+                        help="reports/environment: <stage>-<backbone>.json of dropped "
+                             "backbones are removed")
     args = parser.parse_args()
     params = load_params(args.params)
+    # compare runs after every evaluate: reports of backbones no longer in the DAG go here,
+    # before anything lists a folder.
+    removed = remove_stale_backbone_reports([args.eval_dir, *args.per_backbone],
+                                            args.environment_dir, params.classifier.backbones)
+    if removed:
+        console.print("compare: removed the reports of backbones no longer in "
+                      f"classifier.backbones: {', '.join(map(str, removed))}", highlight=False)
     baseline = read_json(args.eval_dir / BASELINE / "metrics.json")
     # The baseline is compared as one more classifier: same table, tests and Holm family.
     names = params.classifier.backbones + ([BASELINE] if baseline else [])

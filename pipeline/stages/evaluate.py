@@ -16,7 +16,7 @@ from pipeline.classify.inference import (
 )
 from pipeline.classify.preprocess import describe
 from pipeline.classify.scoring import group_table, print_summary, reliability, seed_spread
-from pipeline.cli import stage_main, stage_parser
+from pipeline.cli import progress, stage_main, stage_parser
 from pipeline.config import load_params, seed_runs
 from pipeline.data.split import split_subset
 from pipeline.environment import write_environment
@@ -51,13 +51,17 @@ def main() -> None:
         val_images = load_classifier_images(params, cp.input, args.crops, args.sr,
                                             val["crop_id"].tolist(), device)
     runs = {}  # seed -> (model, thresholds, predictions, report); the first seed's is shown
-    for seed, model_file in seed_runs(params):
-        model = load_trained(args.model_dir / model_file, args.backbone).to(device)
-        if cp.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        thresholds = validation_thresholds(model, val_images, val, device, cp, seed)
-        runs[seed] = (model, thresholds, *score_split(model, images, test, device, cp,
-                                                      thresholds))
+    with progress() as bar:
+        task = bar.add_task(f"evaluate {args.backbone}", total=cp.seeds, status="")
+        for seed, model_file in seed_runs(params):
+            bar.update(task, status=f"seed {seed}")
+            model = load_trained(args.model_dir / model_file, args.backbone).to(device)
+            if cp.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            thresholds = validation_thresholds(model, val_images, val, device, cp, seed)
+            runs[seed] = (model, thresholds, *score_split(model, images, test, device, cp,
+                                                          thresholds))
+            bar.advance(task)
     model, thresholds, predictions, report = next(iter(runs.values()))
     trained = read_json(args.train_metrics, required=True)
     metrics = {"backbone": args.backbone, "input": cp.input, "threshold": thresholds,
@@ -78,7 +82,7 @@ def main() -> None:
     write_csv_atomic(args.out / "groups.csv", group_table(
         predictions, class_names, thresholds["group"], args.backbone))
     save_gradcam_grid(model, args.backbone, images, predictions, class_names,
-                      args.out / "gradcam.png", device, thresholds["crop"])
+                      args.out / "gradcam.png", device, thresholds["crop"], metrics["collapsed"])
     write_json_atomic(args.out / "roc.json", {"roc": roc_points(
         predictions["label"].to_numpy(), predictions["prob"].to_numpy())})
     write_json_atomic(args.out / "metrics.json", metrics)

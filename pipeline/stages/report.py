@@ -1,7 +1,8 @@
 """Write the run's self-contained HTML report (images embedded, no external files).
 
-It reads only the stage's declared deps; the page with experiments side by side (the SR
-ablation and the lr x batch grid) is a tool of its own: `python -m pipeline.tools.experiments_page`.
+It reads only the stage's declared deps, and for its header (what ran) git's commit and the
+clock; the page with experiments side by side (the SR ablation and the lr x batch grid) is a
+tool of its own: `python -m pipeline.tools.experiments_page`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import dataclasses
 import pandas as pd
 
 from pipeline.classify.images import load_classifier_images
-from pipeline.classify.training import train_classifier
+from pipeline.classify.training import batch_progress, train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import classifier_image_size, load_params, seed_runs
 from pipeline.data.split import split_subset
@@ -55,16 +55,19 @@ def main() -> None:
         raise PipelineError("augmented images do not match classifier.image_size; rerun augment")
     prepare_checkpoint_dir(args.checkpoints)
     results = {}
-    for seed, model_file in seed_runs(params):  # each run resumes from its own checkpoint
-        result = train_classifier(args.backbone, train_images, train_labels, val_images,
-                                  val["label"].to_numpy(copy=True),
-                                  dataclasses.replace(params, seed=seed), device,
-                                  args.checkpoints, context=context)
-        if context.is_main:
-            save_torch_atomic(args.model_dir / model_file, {
-                "model": result["best_state"], "backbone": args.backbone, "seed": seed,
-                "best_epoch": result["metrics"]["best_epoch"]})
-        results[seed] = result
+    runs = seed_runs(params)
+    # One bar over every batch of every seed: its ETA is the whole stage's.
+    with batch_progress(f"train {args.backbone} ({len(runs)} seeds)", len(runs)) as tracker:
+        for seed, model_file in runs:  # each run resumes from its own checkpoint
+            result = train_classifier(args.backbone, train_images, train_labels, val_images,
+                                      val["label"].to_numpy(copy=True),
+                                      dataclasses.replace(params, seed=seed), device,
+                                      args.checkpoints, context=context, tracker=tracker)
+            if context.is_main:
+                save_torch_atomic(args.model_dir / model_file, {
+                    "model": result["best_state"], "backbone": args.backbone, "seed": seed,
+                    "best_epoch": result["metrics"]["best_epoch"]})
+            results[seed] = result
     shutdown(context)
     if not context.is_main:
         console.print(f"rank {context.rank}: training done; rank 0 writes the outputs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
@@ -45,7 +46,9 @@ def results_table(reports: Path, backbones: list[str],
             auc = f"{figures['auc']:.3f}"
             if level == "crop":
                 low, high = figures["auc_ci_low"], figures["auc_ci_high"]
-                auc += " [n.e.]" if low is None or high is None else f" [{low:.2f},{high:.2f}]"
+                # escaped: rich reads a bracketed word as markup and drops it unseen
+                auc += (escape(" [not estimable]") if low is None or high is None
+                        else f" [{low:.2f},{high:.2f}]")
             row += [auc, f"{metrics['threshold'][level]:.3g}",
                     f"{figures['balanced_accuracy']:.3f}", f"{half['balanced_accuracy']:.3f}"]
         table.add_row(*row)
