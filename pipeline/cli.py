@@ -108,6 +108,7 @@ def progress() -> Progress:
 
 def print_frame(title: str, frame) -> None:
     """A table of text cells (a pandas DataFrame) on the console; nothing when it is empty."""
+    from rich.markup import escape
     from rich.table import Table
 
     if frame.empty:
@@ -116,7 +117,8 @@ def print_frame(title: str, frame) -> None:
     for column in frame.columns:
         table.add_column(str(column))
     for row in frame.itertuples(index=False):
-        table.add_row(*map(str, row))
+        # escaped: rich reads "[not estimable]" as markup and would drop it
+        table.add_row(*(escape(str(value)) for value in row))
     console.print(table)
 
 
