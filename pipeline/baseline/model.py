@@ -84,9 +84,3 @@ def feature_evidence(model: Pipeline, train: pd.DataFrame, test: pd.DataFrame,
                           "higher_in": class_names[1] if sign > 0 else class_names[0],
                           "what": FEATURES[name]}
     return evidence
-
-
-def strongest_features(evidence: dict, count: int = 3) -> list[str]:
-    """The features with the highest single-feature test AUC, strongest first."""
-    ranked = sorted(evidence, key=lambda n: -(evidence[n]["test_crop_auc_alone"] or 0.0))
-    return ranked[:count]
