@@ -163,3 +163,17 @@ def test_compare_removes_the_reports_of_backbones_no_longer_run(tmp_path, monkey
     table = pd.read_csv(reports / "compare" / "table.csv")
     assert set(table["backbone"]) == {"resnet50", "baseline (simple features)"}
     assert remove_stale_backbone_reports([reports / "eval"], None, ["resnet50"]) == []
+
+
+def test_the_evaluate_console_line_keeps_a_not_estimable_interval():
+    # rich reads "[not estimable]" as a markup tag; unescaped it vanished from the line
+    from pipeline.classify.scoring import print_summary
+    from pipeline.cli import console
+
+    metrics = {"crop": {"auc": 0.9, "balanced_accuracy": 0.8, "auc_ci_low": None,
+                        "auc_ci_high": None},
+               "group": {}, "group_level_estimable": False, "collapsed": False,
+               "prob_spread": 0.5, "seeds": {"seeds": [1], "group_auc": {"sd": None}}}
+    with console.capture() as captured:
+        print_summary("vgg16", metrics, {"crop": 0.5, "group": 0.5, "rule": "youden"})
+    assert "crop AUC 0.900 [not estimable]" in captured.get()

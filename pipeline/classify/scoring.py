@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 from pipeline.cli import console, warn
 from pipeline.stats import LEVELS, aggregate_groups, choose_threshold, decide, group_level
@@ -112,10 +113,12 @@ def print_summary(backbone: str, metrics: dict, thresholds: dict) -> None:
     seeds = (f"; over {len(spread['seeds'])} seeds group AUC "
              f"{spread['group_auc']['mean']:.3f} ± {spread['group_auc']['sd']:.3f}"
              if spread["group_auc"]["sd"] is not None else "")
-    console.print(f"{backbone} test: crop AUC {c['auc']:.3f} {interval_text(c, 'auc')} "
-                  f"balanced acc {c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; "
-                  f"{group_part} ({thresholds['rule']} on validation){seeds}"
-                  + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
+    line = (f"{backbone} test: crop AUC {c['auc']:.3f} {interval_text(c, 'auc')} "
+            f"balanced acc {c['balanced_accuracy']:.3f} at {thresholds['crop']:.3g}; "
+            f"{group_part} ({thresholds['rule']} on validation){seeds}"
+            + (" - COLLAPSED MODEL, not a finding" if metrics["collapsed"] else ""))
+    # escaped: rich reads "[not estimable]" as markup and would drop it
+    console.print(escape(line))
     if metrics["collapsed"]:
         warn(f"{backbone}'s test probabilities span {metrics['prob_spread']:.2g}: a collapsed "
              f"model ({COLLAPSE_RULE}); its AUC is not a finding")
