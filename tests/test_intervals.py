@@ -58,6 +58,7 @@ def test_group_level_auc_interval_covers_at_9_plus_10_groups(true_auc):
         assert interval.low <= auc <= interval.high
         covered += interval.low <= true_auc <= interval.high
         perfect += auc == 1.0
+    print(f"group AUC interval at true AUC {true_auc}: coverage {covered / 600:.1%}")
     assert covered / 600 >= 0.93, covered / 600
     if true_auc == 0.98:
         assert perfect > 100  # the case a bootstrap cannot handle is common here
@@ -138,6 +139,9 @@ def test_the_balanced_accuracy_interval_covers_at_group_and_crop_level(sensitivi
             interval = mover_mean(first, second)
             assert interval.low <= (first[0] + second[0]) / 2 <= interval.high
             covered[level] += interval.low <= truth <= interval.high
+    print(f"MOVER balanced accuracy at sensitivity {sensitivity}, specificity {specificity}: "
+          f"coverage {covered['group'] / 600:.1%} at group level, "
+          f"{covered['crop'] / 600:.1%} at crop level")
     assert min(covered.values()) / 600 >= 0.92, covered
 
 
