@@ -8,11 +8,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.io import save_array_atomic
 from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
+
+# slow: torchrun launches two ranks per run, about 90 s in all on 2 cores
+pytestmark = pytest.mark.slow
 
 
 def _launch(module: str, args: list[str], log_dir: Path) -> None:

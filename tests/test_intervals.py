@@ -295,6 +295,7 @@ def test_youden_takes_one_half_inside_the_optimal_gap_and_the_gap_middle_outside
     assert youden_threshold(labels, np.array([0.6, 0.7, 0.8, 0.9])) == pytest.approx(0.75)
 
 
+@pytest.mark.slow  # thousands of simulated splits, about 45 s on 2 cores
 def test_a_robust_cut_keeps_balanced_accuracy_where_one_validation_cut_does_not():
     """Few validation groups with field offsets: a single Youden cut follows whichever
     groups happened to land in validation; the median over resamples of the validation

@@ -17,11 +17,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.io import save_array_atomic
 from tests.conftest import REPO, square_crops, write_params
 from tests.test_sr import make_pairs
+
+# slow: two training runs each, about two minutes in all on 2 cores
+pytestmark = pytest.mark.slow
 
 
 def _start(args: list[str]) -> subprocess.Popen:
