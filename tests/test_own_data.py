@@ -44,7 +44,7 @@ def test_twelve_bit_camera_data_in_16_bit_tiffs_reaches_full_range(tmp_path):
     raw = _camera_crops(tmp_path / "raw", peak=4095)
     result = ingest_crops(raw, tmp_path / "out" / "crops", _data(tmp_path))
     assert result.metrics["bit_depth"] == 12
-    assert "largest value" in result.metrics["bit_depth_source"]
+    assert result.metrics["bit_depth_source"] == "largest value in the data (4095)"
     first = from_uint16(load_array(tmp_path / "out" / "crops" / "c000000.npy"))
     assert first.max() == pytest.approx(1.0)  # not 4095 / 65535 = 0.062
     # declared 16 bits keeps the old scaling, and says what it did

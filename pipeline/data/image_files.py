@@ -158,7 +158,8 @@ def raw_peak(path: Path, choice: PlaneChoice | None = None
     decoded = decode_plane(path, choice)
     if decoded.container_bits is None:  # float data takes data.float_range, not a bit depth
         return None, 0, None
-    return decoded.container_bits, float(np.max(decoded.pixels)), decoded.bits_per_sample
+    # .item(): an int for integer files, so messages say 4095, not 4095.0
+    return decoded.container_bits, np.max(decoded.pixels).item(), decoded.bits_per_sample
 
 
 def resolve_bit_depth(peaks: list[tuple[int | None, int, int | None]]) -> tuple[int, str]:
