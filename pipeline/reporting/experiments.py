@@ -1,15 +1,15 @@
-"""DVC experiments side by side: the finished ones from `dvc exp show --json` (failed and
-queued runs left out, the newest of repeated cells kept), grouped by the data they ran on,
-one row per evaluated backbone. The lr x batch grid and the SR ablation read them here."""
+"""DVC experiments side by side: the finished ones (what `dvc exp show --json` prints, read
+through DVC's Python API; failed and queued runs left out, the newest of repeated cells
+kept), grouped by the data they ran on, one row per evaluated backbone. The lr x batch grid
+and the SR ablation read them here."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -106,19 +106,33 @@ def collect_experiments(raw: list[dict]) -> Experiments:
     return collected
 
 
-def experiments_from_dvc(json_file: Path | None = None) -> Experiments:
+def experiments_from_dvc(json_file: Path | None = None, root: Path | None = None) -> Experiments:
     """Experiments of the workspace, its baseline and every experiment (or of a saved JSON)."""
     if json_file is not None:
-        raw = json.loads(json_file.read_text())
-    else:
-        env = os.environ | {"DVC_NO_ANALYTICS": "1"}
-        dvc = str(Path(sys.executable).with_name("dvc"))
-        result = subprocess.run([dvc, "exp", "show", "--json"], capture_output=True, text=True,
-                                env=env)
-        if result.returncode:
-            raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
-        raw = json.loads(result.stdout)
-    return collect_experiments(raw)
+        return collect_experiments(json.loads(json_file.read_text()))
+    return collect_experiments(exp_show_states(root))
+
+
+def exp_show_states(root: Path | None = None) -> list[dict]:
+    """What `dvc exp show --json` prints, from DVC's Python API in this process.
+
+    Not `dvc.api.exp_show`: it flattens the states into display columns, each named by its
+    metric's key and prefixed with the metrics file only where two files share that key,
+    so a metric could not be traced back to its file (nor a seed list read at all)."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.utils.serialize import encode_exception
+
+    def as_json(item):  # the CLI's encoding: dates as ISO text, errors as {type, msg}
+        return item.isoformat() if isinstance(item, (date, datetime)) else encode_exception(item)
+
+    try:
+        with Repo(None if root is None else str(root)) as repo:
+            states = repo.experiments.show()
+    except DvcException as exc:
+        raise PipelineError(f"dvc exp show failed: {exc}") from exc
+    return json.loads(json.dumps([state.dumpd() for state in states], default=as_json))
 
 
 def describe_left_out(left_out: Counter) -> str:
