@@ -99,7 +99,30 @@ def deps_problems(stages: dict[str, dict], root: Path = REPO) -> list[str]:
                                 f"{', '.join(sorted(inside - closure))}")
         for missing in sorted(closure - covered):
             problems.append(f"{name}: imports {missing}, which is not in its deps")
+        deps = {d.rstrip("/") for d in stage["deps"]}
+        for module in sorted(closure):
+            for folder in files_read_beside(root / module, root):
+                if folder not in deps:
+                    problems.append(f"{name}: {module} reads {folder}/, which is not in its "
+                                    "deps")
     return problems
+
+
+def files_read_beside(module: Path, root: Path) -> list[str]:
+    """Folders of non-Python files a module reads beside itself (`Path(__file__).with_name(
+    "templates")`): code as much as the module, so its stages must list them."""
+    folders = re.findall(r'with_name\("([^"]+)"\)', module.read_text())
+    return [(module.parent / f).relative_to(root).as_posix() for f in folders
+            if (module.parent / f).is_dir()]
+
+
+def test_a_folder_a_module_reads_beside_itself_must_be_a_dep():
+    stages = load_stages()
+    without = {name: {**stage, "deps": [d for d in stage["deps"]
+                                        if d.rstrip("/") != "pipeline/reporting/templates"]}
+               for name, stage in stages.items()}
+    assert "report: pipeline/reporting/html.py reads pipeline/reporting/templates/, which " \
+           "is not in its deps" in deps_problems(without)
 
 
 def stage_modules_importing_stages(root: Path = REPO) -> list[str]:

@@ -177,3 +177,29 @@ def test_the_evaluate_console_line_keeps_a_not_estimable_interval():
     with console.capture() as captured:
         print_summary("vgg16", metrics, {"crop": 0.5, "group": 0.5, "rule": "youden"})
     assert "crop AUC 0.900 [not estimable]" in captured.get()
+
+
+def test_the_report_escapes_what_it_reads_from_files_and_params(tmp_path):
+    """The templates autoescape: a class name, a data path or an acquisition value with
+    markup in it is shown as text, never run as a script."""
+    reports = tmp_path / "reports"
+    write_json(reports / "ingest" / "metrics.json",
+               {"crops": 4, "groups": 2, "positive_class": "<script>alert(1)</script>",
+                "acquisition": {"format": {"A": "tiff", "B": "<b>png</b>"}},
+                "acquisition_confounds": "format <i>"})
+    write_json(reports / "split" / "metrics.json", {"groups_in_two_splits": 0})
+    write_json(reports / "eval" / "baseline" / "metrics.json", {"chosen_c": 1.0})
+    page = html.build_report(reports, tmp_path / "split.csv", ["mobilenet_v3_small"], False,
+                             [("Data", "/data/<img src=x onerror=alert(1)>")])
+    for raw in ("<script>", "<b>png</b>", "format <i>", "<img src=x"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "/data/&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_a_value_the_code_forgets_to_pass_fails_the_report():
+    # StrictUndefined: a missing value raises instead of leaving a blank in the page
+    import jinja2
+
+    with pytest.raises(jinja2.UndefinedError):
+        html._environment().get_template("sections.html.j2").module.grid("none left out", 0)

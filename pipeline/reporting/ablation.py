@@ -1,7 +1,7 @@
 """The SR ablation across DVC experiments: one row per dataset x setting x backbone x input
 (x SR generator), and sr paired with raw, bicubic and hr where the two cells share every
 other param (their setting less the input axes), at crop and group level: each AUC, the
-difference and a sign-flip permutation p-value over groups, Holm-adjusted across the
+difference and a studentized rank permutation p-value over groups, Holm-adjusted across the
 table, and the difference of the seed means against the pooled seed-to-seed sd. The
 command that prints and writes them is pipeline.tools.ablation."""
 

@@ -72,7 +72,7 @@ def comparison_table(eval_dir: Path, backbones: list[str], sr_metrics: dict) -> 
 def paired_comparisons(eval_dir: Path, backbones: list[str], permutations: int,
                        seed: int) -> pd.DataFrame:
     """Every pair of backbones on the same test crops, at crop and group level: both AUCs,
-    their difference, a sign-flip permutation p-value over groups, and Holm's adjustment
+    their difference, a studentized rank permutation p-value over groups, and Holm's adjustment
     across every p-value of the table; beside them the difference of the seed means and
     the pooled seed-to-seed sd, which a difference must exceed to be more than the seed's."""
     predictions = {b: read_crop_table(eval_dir / b / "predictions.csv") for b in backbones}
@@ -228,8 +228,9 @@ def print_comparison(frame: pd.DataFrame, paired: pd.DataFrame) -> None:
     for title, shown in (("Backbones on the held-out test groups (never seen in training)",
                           readable_table(frame)),
                          ("Costs", readable_costs(frame)),
-                         ("Paired comparisons on the same test groups (sign-flip permutation "
-                          "over groups; Holm across the table)", readable_paired(paired))):
+                         ("Paired comparisons on the same test groups (studentized rank "
+                          "permutation over groups; Holm across the table)",
+                          readable_paired(paired))):
         print_frame(title, shown)
     console.print("A group is one patient sample (all its crop folders); cut: the threshold "
                   "chosen on the validation groups. table.csv has every figure and interval.")

@@ -10,7 +10,7 @@ and writes reports/ablation/table.csv, one row per dataset x setting x backbone 
 SR generator) with AUC and balanced accuracy [95% intervals, the group as the unit] at
 group and crop level and their spread over the training seeds, and
 reports/ablation/paired.csv: sr against raw, bicubic and hr trained the same way, each
-level's AUC difference with a sign-flip permutation p-value over groups (Holm-adjusted
+level's AUC difference with a studentized rank permutation p-value over groups (Holm-adjusted
 across the table) and the seed-mean difference beside the seed-to-seed sd. "SR helps" is
 then a paired test and a spread, not two numbers side by side.
 """
@@ -37,8 +37,8 @@ def print_ablation(table: pd.DataFrame, paired: pd.DataFrame) -> None:
     for dataset, part in table.groupby("dataset", sort=True):
         for title, shown in ((f"Ablation on held-out test groups, data: {dataset}",
                               readable_cells(part)),
-                             ("sr against each baseline on the same test groups (sign-flip "
-                              "permutation over groups; Holm across the table)",
+                             ("sr against each baseline on the same test groups (studentized "
+                              "rank permutation over groups; Holm across the table)",
                               readable_pairs(paired[paired["dataset"] == dataset]))):
             print_frame(title, shown)
 
