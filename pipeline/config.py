@@ -1,8 +1,8 @@
 """Typed, strict view of params.yaml.
 
-Every key a stage may read is declared here once, with its type. Loading fails
-fast on a missing key, an unknown key (a typo) or a value out of range, and the
-message names the key, so a mistyped `-S` never silently falls back to a default.
+Every key a stage may read is declared here once, with its type. Loading fails on a
+missing key, an unknown key (a typo) or a value out of range, naming every such key at
+once (one line each), so a mistyped `-S` never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -444,18 +444,19 @@ def _check(ok: bool, key: str, why: str) -> None:
         raise ParamsError(f"params.yaml: {key}: {why}")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Build `annotation` from a YAML value, checking the type and naming the key on error."""
+def _coerce(value: Any, annotation: Any, key: str, problems: list[str]) -> Any:
+    """Build `annotation` from a YAML value, checking the type and naming the key on error
+    (a section's own problems go to `problems`, a wrong value raises)."""
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ParamsError(f"params.yaml: {key}: expected a section (mapping), got {value!r}")
-        return _build(annotation, value, key + ".")
+        return _build(annotation, value, key + ".", problems)
     origin = typing.get_origin(annotation)
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if not isinstance(value, list):
             raise ParamsError(f"params.yaml: {key}: expected a list, got {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_type, f"{key}[{i}]", problems) for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is bool and not isinstance(value, bool):
@@ -470,23 +471,43 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, raw: dict, prefix: str = ""):
+def _build(cls: type, raw: dict, prefix: str = "", problems: list[str] | None = None):
+    """`cls` from its section of params.yaml. Every problem found is appended to `problems`
+    (one line each) and None returned when the section could not be built; without a
+    `problems` list they are raised together as one ParamsError."""
+    if problems is None:
+        problems = []
+        built = _build(cls, raw, prefix, problems)
+        if problems:  # all of them at once, one line each: one fix-and-rerun, not one per key
+            raise ParamsError("\n".join(problems))
+        return built
     hints = typing.get_type_hints(cls, vars(types.ModuleType("x")) | globals())
     expected = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - expected)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(expected), n=1, cutoff=0.6)
+    found_before = len(problems)
+    missing = expected - set(raw)
+    for name in sorted(set(raw) - expected):
+        close = difflib.get_close_matches(name, sorted(expected), n=1, cutoff=0.6)
         guess = f"did you mean {prefix}{close[0]}? " if close else ""
-        raise ParamsError(f"params.yaml: unknown key {prefix}{unknown[0]}: {guess}(expected one "
-                          f"of: {', '.join(sorted(expected))}). A `dvc exp run -S +key=...` "
-                          "adds a key no stage reads; fix the name instead, and "
-                          "`git checkout params.yaml` undoes what the failed run wrote")
-    missing = sorted(expected - set(raw))
-    if missing:
-        raise ParamsError(f"params.yaml: missing key {prefix}{missing[0]}")
-    obj = cls(**{k: _coerce(raw[k], hints[k], prefix + k) for k in expected})
+        missing -= set(close)  # a misspelt key is one problem, not also a missing one
+        problems.append(f"params.yaml: unknown key {prefix}{name}: {guess}(expected one of: "
+                        f"{', '.join(sorted(expected))}). A `dvc exp run -S +key=...` adds a "
+                        "key no stage reads; fix the name instead, and `git checkout "
+                        "params.yaml` undoes what the failed run wrote")
+    problems += [f"params.yaml: missing key {prefix}{name}" for name in sorted(missing)]
+    values = {}
+    for name in sorted(expected & set(raw)):
+        try:
+            values[name] = _coerce(raw[name], hints[name], prefix + name, problems)
+        except ParamsError as exc:
+            problems.append(str(exc))
+    if len(problems) > found_before:
+        return None  # its checks would read values that are missing or wrong
+    obj = cls(**values)
     if hasattr(obj, "validate"):
-        obj.validate()
+        try:
+            obj.validate()  # stops at its first failed check: later ones may build on it
+        except ParamsError as exc:
+            problems.append(str(exc))
     return obj
 
 

@@ -38,6 +38,22 @@ def test_bad_params_fail_naming_the_key(tmp_path, mutate, key):
         load_params(path)
 
 
+def test_every_problem_is_named_at_once_one_line_each(tmp_path):
+    def three_problems(raw):
+        raw["sr"]["scael"] = raw["sr"].pop("scale")  # misspelt: one problem, not two
+        raw["batch_size"] = "sixteen"
+        raw["classifier"]["input"] = "srr"
+
+    path = _edit(write_params(tmp_path / "params.yaml"), three_problems)
+    with pytest.raises(ParamsError) as raised:
+        load_params(path)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("params.yaml: batch_size: expected int")
+    assert any("classifier.input" in line for line in lines)
+    assert any("unknown key sr.scael: did you mean sr.scale?" in line for line in lines)
+
+
 def test_int_accepted_where_float_expected(tmp_path):
     path = _edit(write_params(tmp_path / "params.yaml"), lambda r: r.__setitem__("lr", 1))
     assert load_params(path).lr == 1.0
