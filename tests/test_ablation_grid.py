@@ -478,21 +478,11 @@ def test_report_sr_rows_are_each_generators_own_figures(tmp_path):
 def test_experiments_are_read_from_a_real_dvc_repo_with_their_params_and_metrics(tmp_path):
     """DVC's Python API, not a subprocess: a committed run and one `dvc exp run -S` come back
     with their own params and their metrics under the file they came from."""
-    import os
-    from pathlib import Path
-
     from pipeline.cli import PipelineError
+    from tests.test_pipeline_e2e import DVC, sh  # git identity and no analytics, as e2e runs
 
     root = tmp_path / "project"
     root.mkdir()
-    env = os.environ | {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "Pipeline Test",
-                        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-                        "GIT_COMMITTER_NAME": "Pipeline Test",
-                        "GIT_COMMITTER_EMAIL": "test@example.invalid"}
-    dvc = str(Path(sys.executable).with_name("dvc"))
-
-    def run(*cmd: str) -> None:
-        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
 
     (root / "params.yaml").write_text("x: 1\n")
     score = ("import json, yaml; x = yaml.safe_load(open('params.yaml'))['x']; "
@@ -500,12 +490,10 @@ def test_experiments_are_read_from_a_real_dvc_repo_with_their_params_and_metrics
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": {
         "cmd": f'{sys.executable} -c "{score}"', "params": ["x"],
         "metrics": [{"m.json": {"cache": False}}]}}}))
-    run("git", "init", "-q")
-    run(dvc, "init", "-q")
-    run(dvc, "repro", "-q")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "x = 1")
-    run(dvc, "exp", "run", "-q", "-S", "x=3", "-n", "three")
+    for command in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "repro", "-q"],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "x = 1"],
+                    [DVC, "exp", "run", "-q", "-S", "x=3", "-n", "three"]):
+        sh(command, root)
 
     found = {e.name: e for e in experiments.experiments_from_dvc(root=root).finished}
     assert found["three"].params["x"] == 3

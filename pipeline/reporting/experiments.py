@@ -118,7 +118,8 @@ def exp_show_states(root: Path | None = None) -> list[dict]:
 
     Not `dvc.api.exp_show`: it flattens the states into display columns, each named by its
     metric's key and prefixed with the metrics file only where two files share that key,
-    so a metric could not be traced back to its file (nor a seed list read at all)."""
+    with short revs, display times and every value turned into text, so a metric could not
+    be traced back to its file nor a param keep its type."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
