@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +122,112 @@ def write_csv_atomic(path: str | Path, frame) -> None:
 
 
 def save_array_atomic(path: str | Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    write_bytes_atomic(path, buffer.getvalue())
+    array = np.asarray(array)
+    write_rows_atomic(path, array.shape, array.dtype, [array])
+
+
+def write_rows_atomic(path: str | Path, shape: tuple[int, ...], dtype,
+                      chunks: Iterable[np.ndarray]) -> None:
+    """An .npy file of `shape` written from `chunks` of rows (first axis) in order, so the
+    array is never whole in memory, nor its bytes (np.save into a buffer held the array's
+    bytes twice more). The file is the one np.save writes; atomic and fsynced."""
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    if dtype.hasobject:
+        raise ValueError(f"{path}: arrays of Python objects are never written")
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    written = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if len(repr(header)) < 65000:  # np.save's own choice: version 2.0 beyond that
+            np.lib.format.write_array_header_1_0(fh, header)
+        else:
+            np.lib.format.write_array_header_2_0(fh, header)
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if chunk.shape[1:] != shape[1:]:
+                raise ValueError(f"{path}: a chunk of rows {chunk.shape} in an array {shape}")
+            fh.write(chunk.reshape(-1).view(np.uint8))
+            written += len(chunk) if chunk.ndim else 1
+        if written != (shape[0] if shape else 1):
+            raise ValueError(f"{path}: {written} rows written, the header says {shape}")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load_array(path: str | Path) -> np.ndarray:
     # Never unpickle: these files come from our own stages, but a data folder is untrusted.
     return np.load(path, allow_pickle=False)
+
+
+class NpyRows:
+    """The rows of an (N, ...) array in an .npy file, read from disk a few at a time.
+
+    Neither np.load (the whole array in memory) nor a memory map (every page it touches
+    stays in the process's resident memory until it is unmapped, so after one epoch the
+    whole file is counted): each read is a pread of the rows asked for, into a fresh array,
+    and the file's pages stay in the kernel's cache, not in this process. Only plain
+    dtypes are accepted; nothing is unpickled.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as file:
+            try:
+                version = np.lib.format.read_magic(file)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, fortran_order, self.dtype = read_header(file)
+            except ValueError as exc:
+                raise ValueError(f"{self.path} is not an array file this pipeline wrote: "
+                                 f"{exc}") from None
+            self.offset = file.tell()
+        if self.dtype.hasobject or fortran_order or not shape:
+            raise ValueError(f"{self.path}: expected a C-ordered array of plain numbers "
+                             f"with a first axis, found {self.dtype} {shape}")
+        self.shape = tuple(shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        expected = self.offset + self.row_bytes * self.shape[0]
+        if (size := self.path.stat().st_size) != expected:
+            raise ValueError(f"{self.path} holds {size} bytes, its header says {expected}: "
+                             "a truncated or altered file; rerun the stage that wrote it")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.row_bytes * self.shape[0]
+
+    def read(self, indices) -> np.ndarray:
+        """Rows `indices` (any order, repeats allowed) as an array, in that order."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"rows {indices.min()}..{indices.max()} of {len(self)}")
+        out = np.empty((len(indices), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(indices), self.row_bytes // self.dtype.itemsize).view(np.uint8)
+        with open(self.path, "rb", buffering=0) as file:
+            for row, index in zip(flat, indices.tolist(), strict=True):
+                self._read_into(file, row, self.offset + index * self.row_bytes)
+        return out
+
+    def chunks(self, rows: int) -> Iterator[np.ndarray]:
+        """The array in order, `rows` rows at a time (hashing, a copy to a device)."""
+        with open(self.path, "rb", buffering=0) as file:
+            for first in range(0, len(self), rows):
+                chunk = np.empty((min(rows, len(self) - first), *self.shape[1:]), self.dtype)
+                self._read_into(file, chunk.reshape(-1).view(np.uint8),
+                                self.offset + first * self.row_bytes)
+                yield chunk
+
+    def _read_into(self, file, buffer: np.ndarray, position: int) -> None:
+        done = 0
+        while done < len(buffer):  # a pread may return fewer bytes than asked for
+            got = os.preadv(file.fileno(), [buffer[done:]], position + done)
+            if got == 0:
+                raise ValueError(f"{self.path} ended early: a truncated file")
+            done += got
 
 
 def _interned(obj: Any) -> Any:

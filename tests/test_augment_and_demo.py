@@ -1,12 +1,20 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
-from pipeline.classify.augment import augment_images, build_augmentation, make_training_set
+from pipeline.classify.augment import (
+    augment_images,
+    build_augmentation,
+    make_training_set,
+    training_set_chunks,
+    training_sources,
+)
 from pipeline.classify.images import balanced_indices
 from pipeline.data.demo import make_demo_dataset
 from pipeline.data.images import to_uint16
+from pipeline.io import write_rows_atomic
 
 
 def test_balancing_oversamples_the_minority_class():
@@ -41,6 +49,26 @@ def test_streamed_augmentation_equals_augmenting_the_whole_set_at_once(params):
                            torch.device("cpu"))
     assert len(source) > 256  # several batches
     np.testing.assert_array_equal(streamed, to_uint16(whole.numpy()))
+
+
+def test_the_set_written_chunk_by_chunk_is_the_set_np_save_writes(params, tmp_path):
+    """The augment stage writes the set as it is made (write_rows_atomic), never holding it:
+    the file has the bytes np.save gives for the whole set; a wrong row count is refused
+    and leaves no file behind."""
+    images = torch.rand(300, 1, 16, 16)
+    labels = np.array([1] * 200 + [0] * 100)
+    aug = dataclasses.replace(params.augment, copies=2)
+    whole, _, _ = make_training_set(images, labels, aug, 5, torch.device("cpu"))
+    source = training_sources(labels, aug, 5)
+    write_rows_atomic(tmp_path / "streamed.npy", (len(source), 1, 16, 16), np.uint16,
+                      training_set_chunks(images, source, aug, 5, torch.device("cpu")))
+    np.save(tmp_path / "whole.npy", whole)
+    assert (tmp_path / "streamed.npy").read_bytes() == (tmp_path / "whole.npy").read_bytes()
+    with pytest.raises(ValueError, match=f"{len(source)} rows written, the header says"):
+        write_rows_atomic(tmp_path / "short.npy", (len(source) + 1, 1, 16, 16), np.uint16,
+                          training_set_chunks(images, source, aug, 5, torch.device("cpu")))
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["streamed.npy", "whole.npy"]
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_online_mode_returns_the_balanced_set_unaugmented(params):

@@ -1,5 +1,6 @@
 """Training batches without a DataLoader: same order as DataLoader, every image once per epoch,
-and throughput figures that leave the warm-up epoch out."""
+the same batches from a set read from disk as from one in memory, and throughput figures
+that leave the warm-up epoch out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pipeline.classify.batches import training_batches
 from pipeline.classify.training import throughput
+from pipeline.data.tensors import CacheRowsOnDisk, cache_rows
+from pipeline.io import NpyRows, save_array_atomic
 
 
 @pytest.mark.parametrize("size,batch_size", [(24, 5), (24, 8), (7, 16), (100, 32)])
@@ -89,3 +92,52 @@ def test_a_resumed_run_counts_its_first_epoch_as_warmup(tmp_path):
     assert 0 <= metrics["data_fraction"] < 1
     assert all(row["data_seconds"] > 0 and row["compute_seconds"] > 0
                for row in result["curves"])
+
+
+def _rows_file(tmp_path, count=50, size=4):
+    rows = np.random.default_rng(0).integers(0, 65536, (count, 1, size, size), dtype=np.uint16)
+    save_array_atomic(tmp_path / "train_images.npy", rows)
+    return rows, CacheRowsOnDisk(tmp_path / "train_images.npy")
+
+
+def test_rows_read_from_disk_batch_by_batch_are_the_rows_in_memory(tmp_path):
+    """The training stage reads its set a batch at a time (CacheRowsOnDisk): every epoch's
+    batches are those of the set held in memory, value for value, including uint16 values
+    above 32767 (the int16 bits must come back as the same floats)."""
+    rows, on_disk = _rows_file(tmp_path)
+    labels = torch.arange(50) % 2
+    in_memory = training_batches(cache_rows(rows), labels, 8, 1, torch.device("cpu"))
+    streamed = training_batches(on_disk, labels, 8, 1, torch.device("cpu"))
+    assert streamed.placement == "host" and len(streamed) == len(in_memory) == 6
+    for epoch in range(2):
+        for a, b in zip(in_memory.epoch_indices(epoch), streamed.epoch_indices(epoch),
+                        strict=True):
+            (x, y), (x2, y2) = in_memory.gather(a, torch.device("cpu")), \
+                streamed.gather(b, torch.device("cpu"))
+            assert x2.dtype == torch.float32 and torch.equal(x, x2) and torch.equal(y, y2)
+    assert torch.equal(on_disk.to(torch.device("cpu")), cache_rows(rows))
+    assert (rows > 32767).any()
+
+
+def test_rows_on_disk_are_read_in_any_order_and_refuse_what_is_not_a_plain_array(tmp_path):
+    rows, _ = _rows_file(tmp_path, count=7)
+    reader = NpyRows(tmp_path / "train_images.npy")
+    assert np.array_equal(reader.read([6, 0, 0, 3]), rows[[6, 0, 0, 3]])
+    assert reader.read([]).shape == (0, 1, 4, 4)
+    assert np.array_equal(np.concatenate(list(reader.chunks(3))), rows)
+    with pytest.raises(IndexError):
+        reader.read([7])
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes((tmp_path / "train_images.npy").read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated or altered"):
+        NpyRows(truncated)
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="plain numbers"):
+        NpyRows(pickled)
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(ValueError, match="not an array file"):
+        NpyRows(tmp_path / "text.npy")
+    np.save(tmp_path / "float.npy", np.zeros((2, 1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="uint16 cache rows"):
+        CacheRowsOnDisk(tmp_path / "float.npy")

@@ -53,6 +53,32 @@ def test_two_runs_on_one_machine_agree_bit_for_bit(case, tmp_path):
         assert torch.equal(value, second["best_state"][name]), name
 
 
+def test_a_training_set_read_from_disk_trains_exactly_as_one_in_memory(tmp_path):
+    """The stage streams its training set from disk (CacheRowsOnDisk); the same uint16 rows
+    held in memory give the same run, weight for weight, and the same checkpoint name (the
+    data digest is fed chunk by chunk now, the same bytes as before)."""
+    from pipeline.classify.training import data_digest
+    from pipeline.data.images import to_uint16
+    from pipeline.data.tensors import CacheRowsOnDisk, cache_rows
+
+    params = load_params(write_params(tmp_path / "p.yaml", epochs=2, lr=0.003))
+    images, labels, val_images, val_labels = _square_task()
+    rows = to_uint16(images.numpy())
+    save_array_atomic(tmp_path / "train_images.npy", rows)
+    on_disk = CacheRowsOnDisk(tmp_path / "train_images.npy")
+    in_memory = cache_rows(rows)
+    assert data_digest(on_disk, labels, val_images) == data_digest(in_memory, labels,
+                                                                    val_images)
+    runs = [train_classifier("mobilenet_v3_small", source, labels, val_images, val_labels,
+                             params, torch.device("cpu"), tmp_path / name)
+            for name, source in (("memory", in_memory), ("disk", on_disk))]
+    assert [r["train_loss"] for r in runs[0]["curves"]] == \
+        [r["train_loss"] for r in runs[1]["curves"]]
+    for name, value in runs[0]["best_state"].items():
+        assert torch.equal(value, runs[1]["best_state"][name]), name
+    assert runs[0]["checkpoint"].name == runs[1]["checkpoint"].name
+
+
 def test_training_learns_the_task_and_keeps_the_best_validation_epoch(tmp_path):
     result = _train("plain", tmp_path, "learn", epochs=3, classifier={"precision": "auto"})
     losses = [row["train_loss"] for row in result["curves"]]

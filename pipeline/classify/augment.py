@@ -8,6 +8,8 @@ the training loop augments every batch on the device instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import kornia.augmentation as K
 import numpy as np
 import torch
@@ -50,26 +52,45 @@ def augment_images(images: torch.Tensor, augmentation: K.AugmentationSequential,
     return out
 
 
-@torch.no_grad()
-def make_training_set(images: ClassifierImages | torch.Tensor, labels: np.ndarray,
-                      params: AugmentParams, seed: int, device: torch.device
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Balanced (optional), `copies`-fold augmented training set as uint16 cache rows:
-    (images (N, 1, S, S) uint16, labels, source). Made AUGMENT_BATCH images at a time, so
-    it never holds a float32 copy of the set; the batches and Kornia's draws are those of
-    augmenting the whole set in AUGMENT_BATCH chunks, so the result is the same."""
+def training_sources(labels: np.ndarray, params: AugmentParams, seed: int) -> np.ndarray:
+    """Which source image each training image is made from: every image, the minority
+    class drawn again up to the majority's count (augment.balance), `copies` times over
+    (offline augmentation; online, the loop augments each epoch instead)."""
     rng = np.random.default_rng(seed)
     source = balanced_indices(labels, rng) if params.balance else np.arange(len(labels))
-    source = np.tile(source, params.copies) if not params.online else source
+    return np.tile(source, params.copies) if not params.online else source
+
+
+@torch.no_grad()
+def training_set_chunks(images: ClassifierImages | torch.Tensor, source: np.ndarray,
+                        params: AugmentParams, seed: int, device: torch.device
+                        ) -> Iterator[np.ndarray]:
+    """The training set (images[source], augmented unless augment.online) as uint16 cache
+    rows, AUGMENT_BATCH at a time in order, so that a stage can write it to disk without
+    holding it. Kornia draws from torch's global generator, seeded when the first chunk is
+    asked for: the chunks are those of augmenting the whole set in AUGMENT_BATCH chunks."""
     augmentation = None
     if not params.online:
-        torch.manual_seed(seed)  # Kornia draws from torch's global generator
+        torch.manual_seed(seed)
         augmentation = build_augmentation(params).to(device)
-    size = images.shape[-1]
-    out = np.empty((len(source), 1, size, size), np.uint16)
     for start in range(0, len(source), AUGMENT_BATCH):
         chunk = images[torch.from_numpy(source[start:start + AUGMENT_BATCH])]
         if augmentation is not None:
             chunk = augmentation(chunk.to(device, non_blocking=True)).clamp(0, 1).cpu()
-        out[start:start + len(chunk)] = to_uint16(chunk.numpy())
+        yield to_uint16(chunk.numpy())
+
+
+def make_training_set(images: ClassifierImages | torch.Tensor, labels: np.ndarray,
+                      params: AugmentParams, seed: int, device: torch.device
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced (optional), `copies`-fold augmented training set as uint16 cache rows in
+    memory: (images (N, 1, S, S) uint16, labels, source). Cross-validation's folds use it;
+    the augment stage writes training_set_chunks to disk instead."""
+    source = training_sources(labels, params, seed)
+    size = images.shape[-1]
+    out = np.empty((len(source), 1, size, size), np.uint16)
+    first = 0
+    for chunk in training_set_chunks(images, source, params, seed, device):
+        out[first:first + len(chunk)] = chunk
+        first += len(chunk)
     return out, labels[source], source

@@ -1,10 +1,11 @@
-"""Training batches gathered from one in-memory tensor, without a DataLoader.
+"""Training batches gathered from one array, without a DataLoader.
 
-The training set is already one array (the augment stage's output, kept as uint16 cache
-rows and made float32 a batch at a time), so a DataLoader only
-adds per-image indexing, collation and a host round trip per batch. Here the whole set
-sits on the GPU when it fits; otherwise each batch is gathered on the host, copied into
-pinned memory and sent without blocking. A batch is one indexed gather. The order is
+The training set is already one array (the augment stage's output: uint16 cache rows, read
+from disk a batch at a time by data.tensors.CacheRowsOnDisk, or a tensor in memory, made
+float32 a batch at a time), so a DataLoader only adds per-image indexing, collation and a
+host round trip per batch. Here the whole set sits on the GPU when it fits; otherwise each
+batch is gathered on the host, copied into pinned memory and sent without blocking. A batch
+is one indexed gather (one read of its rows from disk). The order is
 DataLoader's own, draw for draw, so single-process runs before and after this module
 train on the same batches (tests/test_batches.py checks it against DataLoader).
 """
@@ -17,7 +18,7 @@ import math
 import torch
 from torch.utils.data import DistributedSampler
 
-from pipeline.data.tensors import rows_as_float
+from pipeline.data.tensors import CacheRowsOnDisk, rows_as_float
 from pipeline.runtime.placement import gather_rows, place
 
 
@@ -39,7 +40,7 @@ def dataloader_order(generator: torch.Generator, size: int) -> torch.Tensor:
 class TrainingBatches:
     """The training images and labels, where they live, and how an epoch is cut."""
 
-    images: torch.Tensor
+    images: torch.Tensor | CacheRowsOnDisk
     labels: torch.Tensor
     batch_size: int  # per process: batch_size / world_size under torchrun
     drop_last: bool
@@ -78,7 +79,8 @@ class TrainingBatches:
         return images, gather_rows(self.labels, indices, self.placement, device)
 
 
-def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+def training_batches(images: torch.Tensor | CacheRowsOnDisk, labels: torch.Tensor,
+                     batch_size: int,
                      seed: int, device: torch.device, world_size: int = 1,
                      rank: int = 0, cache: bool | str = "auto") -> TrainingBatches:
     """Shuffled batches of `batch_size`; under torchrun each rank gets its shard and

@@ -93,10 +93,11 @@ class ClassifierImages:
             key = torch.as_tensor(np.asarray(key), dtype=torch.int64)
         return self.made(self.stored[key])
 
-    def fingerprint(self) -> bytes:
-        """What the images are made from and how (a training checkpoint's config)."""
-        return (self.stored.numpy().tobytes()
-                + f"{self.size}|{self.upscale}|{self.preprocess}".encode())
+    def add_to_digest(self, digest) -> None:
+        """What the images are made from and how (a training checkpoint's config), fed to a
+        hashlib digest in place: a bytes copy of the stored rows would double them."""
+        digest.update(self.stored.numpy().reshape(-1).view(np.uint8))
+        digest.update(f"{self.size}|{self.upscale}|{self.preprocess}".encode())
 
 
 def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_dir: Path | None,

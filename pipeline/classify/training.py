@@ -30,6 +30,7 @@ from pipeline.classify.images import ClassifierImages
 from pipeline.classify.inference import decide, predict_proba
 from pipeline.cli import PipelineError, console, progress
 from pipeline.config import ClassifierParams, Params
+from pipeline.data.tensors import CacheRowsOnDisk
 from pipeline.io import remove_stale_temporaries, save_torch_atomic
 from pipeline.runtime.checkpoints import checkpoint_path as checkpoint_file
 from pipeline.runtime.checkpoints import load_checkpoint
@@ -313,14 +314,28 @@ def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
             "replica_weight_digests": replica_digests(setup.model, context)}
 
 
-def image_bytes(images: ClassifierImages | torch.Tensor) -> bytes:
-    """What a set of images is, for the checkpoint's config: its cache bytes and how it is
-    made (ClassifierImages), or a tensor's bytes."""
-    return images.fingerprint() if isinstance(images, ClassifierImages) else \
-        images.numpy().tobytes()
+def data_digest(train_images: torch.Tensor | CacheRowsOnDisk, train_labels: np.ndarray,
+                val_images: ClassifierImages | torch.Tensor) -> str:
+    """sha256 of what a run trains and validates on, for the checkpoint's config: the
+    training rows (read chunk by chunk when they are on disk), labels, and the validation
+    images (their cache bytes and how they are made, or a tensor's bytes). Fed in place:
+    the bytes of a set joined into one object were two more copies of it at the stage's
+    peak."""
+    digest = hashlib.sha256()
+    for images in (train_images, train_labels, val_images):
+        if isinstance(images, ClassifierImages):
+            images.add_to_digest(digest)
+        elif isinstance(images, CacheRowsOnDisk):
+            for chunk in images.chunks():
+                digest.update(chunk.reshape(-1).view(np.uint8))
+        else:
+            array = images.contiguous().numpy() if torch.is_tensor(images) else images
+            digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
-def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np.ndarray,
+def train_classifier(backbone: str, train_images: torch.Tensor | CacheRowsOnDisk,
+                     train_labels: np.ndarray,
                      val_images: ClassifierImages, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
                      stop_after_epoch: int | None = None,
@@ -328,8 +343,9 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
                      tracker: BatchProgress | None = None) -> dict:
     """Train with resume; return {best_state, curves, metrics} (best_state None if stopped).
 
-    `train_images` are uint16 cache rows (data.tensors.cache_rows), made float32 a batch at
-    a time, or float32 images; `val_images` are made batch by batch as they are scored.
+    `train_images` are uint16 cache rows (data.tensors.cache_rows) in memory or on disk
+    (CacheRowsOnDisk), made float32 a batch at a time, or float32 images; `val_images` are
+    made batch by batch as they are scored.
 
     Under torchrun (`context.enabled`) each rank trains on its shard of every epoch with
     batch_size / world_size images per step, so the global batch is still `batch_size`;
@@ -338,9 +354,8 @@ def train_classifier(backbone: str, train_images: torch.Tensor, train_labels: np
     `tracker` counts the batches on a bar shared with other runs (the stage's seeds); without
     one the run shows its own bar.
     """
-    digest = hashlib.sha256(image_bytes(train_images) + train_labels.tobytes()
-                            + image_bytes(val_images)).hexdigest()
-    config = training_config(backbone, params, digest)
+    config = training_config(backbone, params, data_digest(train_images, train_labels,
+                                                           val_images))
     checkpoint_path = checkpoint_file(checkpoint_dir, backbone, config)
     remove_stale_temporaries(checkpoint_dir)
     seed_everything(params.seed, deterministic=device.type == "cpu")

@@ -7,11 +7,18 @@ stage that makes an image at load time (bicubic) and one that reads it back from
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.data.images import UINT16_SCALE
+from pipeline.io import NpyRows
+
+# Rows per read when a whole stored set is hashed or copied to a device: a few MB at a time.
+CHUNK_ROWS = 256
 
 
 def from_cache(stack: np.ndarray) -> torch.Tensor:
@@ -23,6 +30,49 @@ def cache_rows(stack: np.ndarray) -> torch.Tensor:
     """A uint16 stack as a tensor that shares its memory, in int16 (the same bits): torch's
     uint16 has few kernels, int16 every indexing and copy kernel on every device."""
     return torch.from_numpy(np.ascontiguousarray(stack, dtype=np.uint16)).view(torch.int16)
+
+
+class CacheRowsOnDisk:
+    """A uint16 (N, 1, S, S) .npy file as cache rows (cache_rows) that stay on disk: indexing
+    with a tensor of positions reads those rows (NpyRows), so a stage holds a batch, not the
+    set. Stands in for the cache_rows tensor where a training set is gathered from: len,
+    shape, device, nbytes, rows[indices], and .to(a GPU) for a set cached on the device."""
+
+    device = torch.device("cpu")
+    is_cuda = False
+    dtype = torch.int16
+
+    def __init__(self, path: str | Path):
+        self.rows = NpyRows(path)
+        if self.rows.dtype != np.uint16 or len(self.rows.shape) != 4:
+            raise ValueError(f"{path}: expected (N, 1, S, S) uint16 cache rows, found "
+                             f"{self.rows.dtype} {self.rows.shape}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.rows.shape
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return cache_rows(self.rows.read(torch.as_tensor(indices).cpu().numpy()))
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        return self.rows.chunks(CHUNK_ROWS)
+
+    def to(self, device: torch.device) -> torch.Tensor:
+        """The whole set as one cache_rows tensor on `device`, read chunk by chunk."""
+        out = torch.empty(self.shape, dtype=torch.int16, device=device)
+        first = 0
+        for chunk in self.chunks():
+            out[first:first + len(chunk)] = cache_rows(chunk).to(device)
+            first += len(chunk)
+        return out
 
 
 def rows_as_float(rows: torch.Tensor) -> torch.Tensor:

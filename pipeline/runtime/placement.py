@@ -28,14 +28,15 @@ def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
 
 def place(tensors: list[torch.Tensor], device: torch.device, cache: bool | str = "auto"
           ) -> tuple[list[torch.Tensor], str]:
-    """The tensors all on the GPU when together they take under DEVICE_SHARE of its free
-    memory, else all on the host (batches then go through pinned memory); on a CPU, as
+    """The tensors (or rows on disk, data.tensors.CacheRowsOnDisk: read whole onto the GPU,
+    else a batch at a time) all on the GPU when together they take under DEVICE_SHARE of its
+    free memory, else all on the host (batches then go through pinned memory); on a CPU, as
     they are. `cache` true or false overrides the rule (classifier.cache_on_device). One
     decision for all, so rows of one batch never live on two devices."""
     if device.type != "cuda":
         return tensors, "host"
     free, _ = torch.cuda.mem_get_info(device)
-    fits = sum(t.numel() * t.element_size() for t in tensors) < DEVICE_SHARE * free
+    fits = sum(t.nbytes for t in tensors) < DEVICE_SHARE * free
     if cache is True or (cache == "auto" and fits):
         return [t.to(device) for t in tensors], "device"
     return tensors, "host, batches pinned"

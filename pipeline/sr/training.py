@@ -54,7 +54,8 @@ def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -
     config = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_TRAINING}
     digest = hashlib.sha256()
     for name in sorted(TRAINING_PAIRS):
-        digest.update(np.ascontiguousarray(pairs[name]).tobytes())
+        # the array's own bytes, not a .tobytes() copy of a whole split
+        digest.update(np.ascontiguousarray(pairs[name]).reshape(-1).view(np.uint8))
     return config | {"seed": seed, "pairs_sha256": digest.hexdigest()}
 
 

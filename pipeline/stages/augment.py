@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.classify.augment import make_training_set
+from pipeline.classify.augment import training_set_chunks, training_sources
 from pipeline.classify.images import load_classifier_images
 from pipeline.cli import console, stage_main, stage_parser
 from pipeline.config import load_params
@@ -19,9 +19,9 @@ from pipeline.environment import write_environment
 from pipeline.io import (
     bytes_under,
     read_crop_table,
-    save_array_atomic,
     write_csv_atomic,
     write_json_atomic,
+    write_rows_atomic,
 )
 from pipeline.runtime.device import resolve_device
 
@@ -38,19 +38,22 @@ def main() -> None:
     images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
                                     train["crop_id"].tolist(), device)
     labels = train["label"].to_numpy()
-    augmented, out_labels, source = make_training_set(images, labels, params.augment,
-                                                      params.seed, device)
-    save_array_atomic(args.out / "train_images.npy", augmented)  # uint16 already
+    source = training_sources(labels, params.augment, params.seed)
+    out_labels = labels[source]
+    # written chunk by chunk as it is made: the stage never holds the augmented set
+    write_rows_atomic(args.out / "train_images.npy", (len(source), *images.shape[1:]),
+                      "uint16", training_set_chunks(images, source, params.augment,
+                                                    params.seed, device))
     write_csv_atomic(args.out / "train_index.csv", pd.DataFrame({
         "crop_id": train["crop_id"].to_numpy()[source], "group": train["group"].to_numpy()[source],
         "label": out_labels}))
     metrics = {"input": params.classifier.input, "source_crops": len(train),
-               "training_images": len(augmented), "positives": int(out_labels.sum()),
+               "training_images": len(source), "positives": int(out_labels.sum()),
                "negatives": int(len(out_labels) - out_labels.sum()),
                "online": params.augment.online, "bytes_written": bytes_under(args.out)}
     write_json_atomic(args.metrics, metrics)
     write_environment(args.environment, device)
-    console.print(f"augment: {len(train)} crops -> {len(augmented)} training images on {device}")
+    console.print(f"augment: {len(train)} crops -> {len(source)} training images on {device}")
 
 
 if __name__ == "__main__":

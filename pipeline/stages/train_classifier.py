@@ -16,15 +16,9 @@ from pipeline.classify.training import batch_progress, train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import classifier_image_size, load_params, seed_runs
 from pipeline.data.split import split_subset
-from pipeline.data.tensors import cache_rows
+from pipeline.data.tensors import CacheRowsOnDisk
 from pipeline.environment import write_environment
-from pipeline.io import (
-    load_array,
-    read_crop_table,
-    save_torch_atomic,
-    write_csv_atomic,
-    write_json_atomic,
-)
+from pipeline.io import read_crop_table, save_torch_atomic, write_csv_atomic, write_json_atomic
 from pipeline.runtime.checkpoints import prepare_checkpoint_dir
 from pipeline.runtime.device import resolve_device
 from pipeline.runtime.distributed import init_distributed, run_under_torchrun, shutdown
@@ -45,8 +39,9 @@ def main() -> None:
     context, device = init_distributed(resolve_device(params.device, params.runtime.threads))
     # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
     # warns about: every array that becomes a tensor here is a writable copy.
-    # uint16 as stored (half a float32 copy), made float32 a batch at a time in training
-    train_images = cache_rows(load_array(args.augmented / "train_images.npy"))
+    # uint16 rows read from disk a batch at a time (or copied to the GPU when they fit
+    # there), made float32 a batch at a time: the stage never holds the training set.
+    train_images = CacheRowsOnDisk(args.augmented / "train_images.npy")
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(read_crop_table(args.split), "val")
     val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
