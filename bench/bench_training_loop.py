@@ -5,7 +5,9 @@ The bare loop (baseline) repeats one pre-made batch already on the device: forwa
 backward, Adam step, nothing else. The pipeline's `train_classifier` trains on a shuffled
 set of random images for two epochs and reports its own `train_images_per_s` (the
 warm-up epoch left out) and the share of time spent gathering batches
-(`data_fraction`). Issue targets: ratio >= 0.8 on a GPU; data_fraction < 0.10.
+(`data_fraction`), once with the set as uint16 rows in memory and once read from an .npy
+file a batch at a time, as the stage now does. Issue targets: ratio >= 0.8 on a GPU;
+data_fraction < 0.10.
 
     python bench/bench_training_loop.py [--device auto] [--size 128] [--batch 16]
         [--steps 12] [--precision auto] [--backbones resnet50 mobilenet_v3_large]
@@ -27,14 +29,18 @@ from rich.table import Table
 from pipeline.classify.training import train_classifier
 from pipeline.cli import first_line
 from pipeline.config import load_params
+from pipeline.data.images import to_uint16
+from pipeline.data.tensors import CacheRowsOnDisk, cache_rows
+from pipeline.io import save_array_atomic
 from pipeline.runtime.device import effective_precision, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def in_pipeline(backbone: str, device: torch.device, precision: str, size: int, batch: int,
-                steps: int) -> dict:
-    """train_classifier's own metrics for two epochs of `steps` batches of random images."""
+                steps: int, source: str) -> dict:
+    """train_classifier's own metrics for two epochs of `steps` batches of random images,
+    their uint16 rows in memory or on disk (`source`)."""
     params = load_params(REPO / "params.yaml")
     params = dataclasses.replace(
         params, epochs=2, batch_size=batch, lr=1e-4,
@@ -42,12 +48,15 @@ def in_pipeline(backbone: str, device: torch.device, precision: str, size: int, 
                                        channels_last=True, pretrained="none", compile=False),
         augment=dataclasses.replace(params.augment, online=False))
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(steps * batch, 1, size, size, generator=generator)
+    rows = to_uint16(torch.rand(steps * batch, 1, size, size, generator=generator).numpy())
     val_images = torch.rand(batch, 1, size, size, generator=generator)
-    labels, val_labels = np.arange(len(images)) % 2, np.arange(batch) % 2
-    with tempfile.TemporaryDirectory() as checkpoints:
+    labels, val_labels = np.arange(len(rows)) % 2, np.arange(batch) % 2
+    with tempfile.TemporaryDirectory() as tmp:
+        save_array_atomic(Path(tmp) / "train_images.npy", rows)
+        images = (CacheRowsOnDisk(Path(tmp) / "train_images.npy") if source == "disk"
+                  else cache_rows(rows))
         result = train_classifier(backbone, images, labels, val_images, val_labels, params,
-                                  device, Path(checkpoints))
+                                  device, Path(tmp) / "checkpoints")
     return result["metrics"]
 
 
@@ -64,23 +73,25 @@ def main() -> None:
     precision = effective_precision(args.precision, device)
     table = Table(title=f"training img/s on {device}, {args.size} px, batch {args.batch}, "
                         f"{precision}, channels_last")
-    for column in ("backbone", "bare loop", "train_classifier", "ratio", "data_fraction"):
+    for column in ("backbone", "bare loop", "rows in memory", "rows from disk",
+                   "ratio (disk)", "data_fraction (memory / disk)"):
         table.add_column(column)
     ratios = []
     for backbone in args.backbones:
         bare = images_per_second(backbone, device, precision, True, args.steps, args.batch,
                                  args.size)
-        metrics = in_pipeline(backbone, device, precision, args.size, args.batch, args.steps)
-        ratio = metrics["train_images_per_s"] / bare
-        ratios.append(ratio)
-        data_fraction = metrics.get("data_fraction")  # absent before the loop's rewrite
-        table.add_row(backbone, f"{bare:.1f}", f"{metrics['train_images_per_s']:.1f}",
-                      f"{ratio:.2f}", "-" if data_fraction is None else f"{data_fraction:.3f}")
+        runs = {source: in_pipeline(backbone, device, precision, args.size, args.batch,
+                                    args.steps, source) for source in ("memory", "disk")}
+        speed = {source: m["train_images_per_s"] for source, m in runs.items()}
+        ratios.append((speed["memory"] / bare, speed["disk"] / bare))
+        table.add_row(backbone, f"{bare:.1f}", f"{speed['memory']:.1f}", f"{speed['disk']:.1f}",
+                      f"{speed['disk'] / bare:.2f}",
+                      " / ".join(f"{m['data_fraction']:.3f}" for m in runs.values()))
     console = Console()
     console.print(table)
-    console.print("ratios (train_classifier / bare loop): "
-                  + ", ".join(f"{b} {r:.2f}x" for b, r in zip(args.backbones, ratios)))
-
+    console.print("ratios (train_classifier / bare loop, rows in memory -> from disk): "
+                  + ", ".join(f"{b} {m:.2f}x -> {d:.2f}x"
+                              for b, (m, d) in zip(args.backbones, ratios, strict=True)))
 
 if __name__ == "__main__":
     main()
