@@ -93,5 +93,6 @@ def main() -> None:
                   + ", ".join(f"{b} {m:.2f}x -> {d:.2f}x"
                               for b, (m, d) in zip(args.backbones, ratios, strict=True)))
 
+
 if __name__ == "__main__":
     main()

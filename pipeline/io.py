@@ -126,6 +126,12 @@ def save_array_atomic(path: str | Path, array: np.ndarray) -> None:
     write_rows_atomic(path, array.shape, array.dtype, [array])
 
 
+def byte_view(array: np.ndarray) -> np.ndarray:
+    """The array's bytes as a flat uint8 view, no copy when it is contiguous: what hashlib
+    and a file take in place, where .tobytes() would copy a whole split."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
 def write_rows_atomic(path: str | Path, shape: tuple[int, ...], dtype,
                       chunks: Iterable[np.ndarray]) -> None:
     """An .npy file of `shape` written from `chunks` of rows (first axis) in order, so the
@@ -138,15 +144,15 @@ def write_rows_atomic(path: str | Path, shape: tuple[int, ...], dtype,
               "shape": shape}
     written = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        if len(repr(header)) < 65000:  # np.save's own choice: version 2.0 beyond that
+        try:  # np.save's own choice: version 1.0 unless the header outgrows it
             np.lib.format.write_array_header_1_0(fh, header)
-        else:
+        except ValueError:  # raised before anything is written
             np.lib.format.write_array_header_2_0(fh, header)
         for chunk in chunks:
             chunk = np.ascontiguousarray(chunk, dtype=dtype)
             if chunk.shape[1:] != shape[1:]:
                 raise ValueError(f"{path}: a chunk of rows {chunk.shape} in an array {shape}")
-            fh.write(chunk.reshape(-1).view(np.uint8))
+            fh.write(byte_view(chunk))
             written += len(chunk) if chunk.ndim else 1
         if written != (shape[0] if shape else 1):
             raise ValueError(f"{path}: {written} rows written, the header says {shape}")
@@ -206,7 +212,7 @@ class NpyRows:
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"rows {indices.min()}..{indices.max()} of {len(self)}")
         out = np.empty((len(indices), *self.shape[1:]), self.dtype)
-        flat = out.reshape(len(indices), self.row_bytes // self.dtype.itemsize).view(np.uint8)
+        flat = byte_view(out).reshape(len(indices), self.row_bytes)
         with open(self.path, "rb", buffering=0) as file:
             for row, index in zip(flat, indices.tolist(), strict=True):
                 self._read_into(file, row, self.offset + index * self.row_bytes)
@@ -217,7 +223,7 @@ class NpyRows:
         with open(self.path, "rb", buffering=0) as file:
             for first in range(0, len(self), rows):
                 chunk = np.empty((min(rows, len(self) - first), *self.shape[1:]), self.dtype)
-                self._read_into(file, chunk.reshape(-1).view(np.uint8),
+                self._read_into(file, byte_view(chunk),
                                 self.offset + first * self.row_bytes)
                 yield chunk
 

@@ -116,12 +116,8 @@ def test_one_bar_counts_every_batch_of_every_seed_and_a_resumed_run_starts_where
         assert (task.total, task.completed) == (12, 3)
 
 
-def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
-    """pandas' .to_numpy() is read-only (copy-on-write); torch.from_numpy warns on those.
-    With classifier.seeds 2 the stage trains two runs, each from its own seed, and keeps
-    both models; the metrics name the seeds."""
-    params_file = write_params(tmp_path / "params.yaml", classifier={"input": "raw",
-                                                                     "seeds": 2})
+def _stage_inputs(tmp_path, params_file) -> list[str]:
+    """Crops, a split and an augmented set for train_classifier; its command line."""
     rng = np.random.default_rng(0)
     rows = []
     for index in range(24):
@@ -135,7 +131,22 @@ def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
     save_array_atomic(tmp_path / "aug" / "train_images.npy",
                       rng.integers(0, 65535, (len(train), 1, 32, 32), dtype=np.uint16))
     train[["crop_id", "label"]].to_csv(tmp_path / "aug" / "train_index.csv", index=False)
+    out = tmp_path / "out"
+    return ["train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
+            str(tmp_path / "aug"), "--split", str(tmp_path / "split.csv"), "--crops",
+            str(tmp_path / "crops"), "--sr", str(tmp_path / "no_sr"), "--model-dir",
+            str(out / "models"), "--checkpoints", str(out / "ckpt"), "--metrics",
+            str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--params",
+            str(params_file)]
 
+
+def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
+    """pandas' .to_numpy() is read-only (copy-on-write); torch.from_numpy warns on those.
+    With classifier.seeds 2 the stage trains two runs, each from its own seed, and keeps
+    both models; the metrics name the seeds."""
+    params_file = write_params(tmp_path / "params.yaml", classifier={"input": "raw",
+                                                                     "seeds": 2})
+    argv = _stage_inputs(tmp_path, params_file)
     from_numpy = torch.from_numpy
 
     def writable_only(array):
@@ -144,13 +155,7 @@ def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "from_numpy", writable_only)
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", [
-        "train_classifier", "--backbone", "mobilenet_v3_small", "--augmented",
-        str(tmp_path / "aug"), "--split", str(tmp_path / "split.csv"), "--crops",
-        str(tmp_path / "crops"), "--sr", str(tmp_path / "no_sr"), "--model-dir",
-        str(out / "models"), "--checkpoints", str(out / "ckpt"), "--metrics",
-        str(out / "metrics.json"), "--curves", str(out / "curves.csv"), "--params",
-        str(params_file)])
+    monkeypatch.setattr(sys, "argv", argv)
     stage.main()
     first = torch.load(out / "models" / "model.pt", weights_only=True)
     second = torch.load(out / "models" / "model_seed43.pt", weights_only=True)
@@ -159,6 +164,27 @@ def test_stage_hands_torch_only_writable_arrays(tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["seeds"] == [42, 43] and len(metrics["best_val_auc_seeds"]) == 2
     assert pd.read_csv(out / "curves.csv")["epoch"].tolist() == [1]
+
+
+@pytest.mark.parametrize("damage,words", [("truncate", "truncated or altered"),
+                                          ("remove", "missing; rerun augment")])
+def test_a_damaged_or_missing_training_set_is_one_line_naming_the_file(
+        tmp_path, monkeypatch, capsys, damage, words):
+    """The training set is read from disk as the stage goes; a file cut short (a copy that
+    stopped, a full disk) or gone is said in one line before any training starts."""
+    monkeypatch.setattr(sys, "argv", _stage_inputs(tmp_path, write_params(
+        tmp_path / "params.yaml", classifier={"input": "raw"})))
+    training_set = tmp_path / "aug" / "train_images.npy"
+    if damage == "truncate":
+        training_set.write_bytes(training_set.read_bytes()[:-100])
+    else:
+        training_set.unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        stage.main()
+    output = capsys.readouterr().err  # the stages' console writes to stderr
+    assert exit_info.value.code == 1 and "Traceback" not in output
+    assert words in output and "train_images.npy" in output
+    assert not (tmp_path / "out" / "ckpt").exists()
 
 
 def test_equal_checkpoints_have_equal_bytes_whatever_their_strings_identity(tmp_path):

@@ -24,6 +24,7 @@ from pipeline.data.tensors import (
     rows_as_float,
     to_classifier_size,
 )
+from pipeline.io import byte_view
 
 # Crops converted and resized per batch: bounded working memory at any split size.
 LOAD_BATCH = 256
@@ -96,7 +97,7 @@ class ClassifierImages:
     def add_to_digest(self, digest) -> None:
         """What the images are made from and how (a training checkpoint's config), fed to a
         hashlib digest in place: a bytes copy of the stored rows would double them."""
-        digest.update(self.stored.numpy().reshape(-1).view(np.uint8))
+        digest.update(byte_view(self.stored.numpy()))
         digest.update(f"{self.size}|{self.upscale}|{self.preprocess}".encode())
 
 

@@ -31,7 +31,7 @@ from pipeline.classify.inference import decide, predict_proba
 from pipeline.cli import PipelineError, console, progress
 from pipeline.config import ClassifierParams, Params
 from pipeline.data.tensors import CacheRowsOnDisk
-from pipeline.io import remove_stale_temporaries, save_torch_atomic
+from pipeline.io import byte_view, remove_stale_temporaries, save_torch_atomic
 from pipeline.runtime.checkpoints import checkpoint_path as checkpoint_file
 from pipeline.runtime.checkpoints import load_checkpoint
 from pipeline.runtime.device import (
@@ -322,15 +322,11 @@ def data_digest(train_images: torch.Tensor | CacheRowsOnDisk, train_labels: np.n
     the bytes of a set joined into one object were two more copies of it at the stage's
     peak."""
     digest = hashlib.sha256()
-    for images in (train_images, train_labels, val_images):
-        if isinstance(images, ClassifierImages):
-            images.add_to_digest(digest)
-        elif isinstance(images, CacheRowsOnDisk):
-            for chunk in images.chunks():
-                digest.update(chunk.reshape(-1).view(np.uint8))
+    for part in (train_images, train_labels, val_images):
+        if isinstance(part, ClassifierImages | CacheRowsOnDisk):
+            part.add_to_digest(digest)
         else:
-            array = images.contiguous().numpy() if torch.is_tensor(images) else images
-            digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+            digest.update(byte_view(part.numpy() if torch.is_tensor(part) else part))
     return digest.hexdigest()
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.images import UINT16_SCALE
-from pipeline.io import NpyRows
+from pipeline.io import NpyRows, byte_view
 
 # Rows per read when a whole stored set is hashed or copied to a device: a few MB at a time.
 CHUNK_ROWS = 256
@@ -64,6 +64,12 @@ class CacheRowsOnDisk:
 
     def chunks(self) -> Iterator[np.ndarray]:
         return self.rows.chunks(CHUNK_ROWS)
+
+    def add_to_digest(self, digest) -> None:
+        """The stored bytes fed to a hashlib digest chunk by chunk: the digest of the array
+        in memory, without holding it."""
+        for chunk in self.chunks():
+            digest.update(byte_view(chunk))
 
     def to(self, device: torch.device) -> torch.Tensor:
         """The whole set as one cache_rows tensor on `device`, read chunk by chunk."""

@@ -23,7 +23,7 @@ from torch import nn
 
 from pipeline.cli import PipelineError, console, progress, warn
 from pipeline.config import SRParams
-from pipeline.io import remove_stale_temporaries, save_torch_atomic
+from pipeline.io import byte_view, remove_stale_temporaries, save_torch_atomic
 from pipeline.runtime.checkpoints import checkpoint_path as checkpoint_file
 from pipeline.runtime.checkpoints import load_checkpoint
 from pipeline.runtime.device import seed_everything
@@ -54,8 +54,7 @@ def training_config(params: SRParams, seed: int, pairs: dict[str, np.ndarray]) -
     config = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_TRAINING}
     digest = hashlib.sha256()
     for name in sorted(TRAINING_PAIRS):
-        # the array's own bytes, not a .tobytes() copy of a whole split
-        digest.update(np.ascontiguousarray(pairs[name]).reshape(-1).view(np.uint8))
+        digest.update(byte_view(pairs[name]))
     return config | {"seed": seed, "pairs_sha256": digest.hexdigest()}
 
 

@@ -41,7 +41,13 @@ def main() -> None:
     # warns about: every array that becomes a tensor here is a writable copy.
     # uint16 rows read from disk a batch at a time (or copied to the GPU when they fit
     # there), made float32 a batch at a time: the stage never holds the training set.
-    train_images = CacheRowsOnDisk(args.augmented / "train_images.npy")
+    training_set = args.augmented / "train_images.npy"
+    try:
+        train_images = CacheRowsOnDisk(training_set)
+    except FileNotFoundError:
+        raise PipelineError(f"{training_set}: missing; rerun augment") from None
+    except ValueError as exc:  # it names the file and what is wrong with it
+        raise PipelineError(str(exc)) from None
     train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
     val = split_subset(read_crop_table(args.split), "val")
     val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
