@@ -6,8 +6,12 @@ split as float32 at the classifier's size (the old path) and as uint16 would tak
 
 Every stage runs in its own process (os.wait4 gives that process's peak RSS). The demo
 profile's sizes: 32 px crops, SR x4 read at 128 px; one seed, mobilenet_v3_small, short SR
-training, so that the memory, not the accuracy, is measured. The last line is the ratio:
-the hungriest stage's slope over one uint16 copy of the extra crops at the classifier's size.
+training, so that the memory, not the accuracy, is measured. augment and train_classifier
+run twice on the same data: as the demo profile runs them (augment stores the augmented set,
+the loop reads it from disk) and with augment.online (the cpu and gpu profiles: nothing
+stored, the loop makes each batch from the split's images and augments it). The last line
+is the ratio: the hungriest stage's slope over one uint16 copy of the extra crops at the
+classifier's size.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "mobilenet_v3_small"
 
 
-def params_file(root: Path, crops: int, epochs: int) -> Path:
+def params_file(root: Path, crops: int, epochs: int, online: bool = False) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     per_sample = 8  # crops per folder; 30% of samples have a second folder
     samples = max(8, round(crops / (per_sample * 1.3)))
@@ -35,8 +39,9 @@ def params_file(root: Path, crops: int, epochs: int) -> Path:
     raw["sr"] |= {"iters_psnr": 20, "iters_gan": 0, "val_every": 20, "checkpoint_every": 20,
                   "generator": "psnr"}
     raw["classifier"] |= {"backbones": [BACKBONE], "seeds": 1}
+    raw["augment"]["online"] = online
     raw |= {"epochs": epochs, "device": "cpu"}
-    path = root / "params.yaml"
+    path = root / ("params_online.yaml" if online else "params.yaml")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -74,12 +79,27 @@ def stages(root: Path) -> list[tuple[str, list]]:
     ]
 
 
+def online_stages(root: Path) -> list[tuple[str, list]]:
+    """augment and train_classifier again, with augment.online, into their own folders."""
+    d = root
+    return [
+        ("augment (online)", ["--split", d / "split.csv", "--crops", d / "ingested/crops",
+                              "--sr", d / "sr_images", "--out", d / "augmented_online",
+                              "--metrics", d / "aug_online.json"]),
+        ("train_classifier (online)", [
+            "--backbone", BACKBONE, "--augmented", d / "augmented_online", "--split",
+            d / "split.csv", "--crops", d / "ingested/crops", "--sr", d / "sr_images",
+            "--model-dir", d / "model_online", "--checkpoints", d / "ck_cls_online",
+            "--metrics", d / "train_online.json", "--curves", d / "train_online.csv"]),
+    ]
+
+
 def peak_rss_mb(module: str, args: list, params: Path) -> float:
     """Run one stage in its own process; its peak resident memory in MB."""
     with tempfile.TemporaryFile(mode="w+") as log:  # a file: a full pipe would stall it
         process = subprocess.Popen(
-            [sys.executable, "-m", f"pipeline.stages.{module}", *map(str, args), "--params",
-             str(params)], cwd=REPO, stdout=log, stderr=log,
+            [sys.executable, "-m", f"pipeline.stages.{module.split()[0]}", *map(str, args),
+             "--params", str(params)], cwd=REPO, stdout=log, stderr=log,
             env=os.environ | {"PYTHONPATH": str(REPO)})
         _, status, usage = os.wait4(process.pid, 0)
         if os.waitstatus_to_exitcode(status):
@@ -99,8 +119,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             params = params_file(root, size, args.epochs)
-            for module, stage_args in stages(root):
-                rows.setdefault(module, []).append(peak_rss_mb(module, stage_args, params))
+            online = params_file(root, size, args.epochs, online=True)
+            for module, stage_args in stages(root) + online_stages(root):
+                rows.setdefault(module, []).append(peak_rss_mb(
+                    module, stage_args, online if "online" in module else params))
                 if module == "ingest":
                     counts.append(sum(1 for _ in (root / "ingested/crops").glob("*.npy")))
             print(f"{counts[-1]} crops: " + ", ".join(f"{m} {v[-1]:.0f} MB"

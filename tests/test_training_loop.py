@@ -200,3 +200,82 @@ def test_equal_checkpoints_have_equal_bytes_whatever_their_strings_identity(tmp_
     loaded = torch.load(tmp_path / "a.pt", weights_only=True)
     assert loaded["validation"] == {"psnr": 30.5}
     assert hasattr(loaded["model"], "_metadata")  # load_state_dict's version record survives
+
+
+def _unbalanced_rows():
+    """24 stored crops (uint16, 32 px), 16 positive and 8 negative: balancing repeats 8."""
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 40000, (24, 1, 32, 32), dtype=np.uint16)
+    labels = np.array([1] * 16 + [0] * 8)
+    stored[labels == 1, :, 8:24, 8:24] += 20000
+    return stored, labels
+
+
+def test_online_rows_made_from_the_split_train_exactly_as_the_stored_balanced_set(tmp_path):
+    """augment.online stores no set any more: the loop makes each batch's rows from the
+    split's images (TrainingRowsFromSplit). They are the rows augment used to store, value
+    for value, so the run is the same weight for weight, under the same checkpoint name."""
+    from pipeline.classify.augment import make_training_set, training_sources
+    from pipeline.classify.images import ClassifierImages, TrainingRowsFromSplit
+    from pipeline.classify.training import data_digest
+    from pipeline.data.tensors import cache_rows
+
+    params = load_params(write_params(tmp_path / "p.yaml", epochs=2, lr=0.003,
+                                      **OVERRIDES["online"]))
+    stored, labels = _unbalanced_rows()
+    images = ClassifierImages(stored, 32, 1, params.preprocess)
+    _, _, val_images, val_labels = _square_task()
+    source = training_sources(labels, params.augment, params.seed)
+    assert len(source) == 32  # the minority drawn again up to the majority's 16
+    old_rows, old_labels, _ = make_training_set(images, labels, params.augment, params.seed,
+                                                torch.device("cpu"))
+    made = TrainingRowsFromSplit(images, source)
+    assert made.shape == old_rows.shape and made.nbytes == old_rows.nbytes
+    picks = torch.tensor([31, 0, 17, 17, 5])
+    assert torch.equal(made[picks], cache_rows(old_rows)[picks])
+    assert data_digest(made, old_labels, val_images) == \
+        data_digest(cache_rows(old_rows), old_labels, val_images)
+    runs = [train_classifier("mobilenet_v3_small", rows, old_labels, val_images, val_labels,
+                             params, torch.device("cpu"), tmp_path / name)
+            for name, rows in (("stored", cache_rows(old_rows)), ("made", made))]
+    for name, value in runs[0]["best_state"].items():
+        assert torch.equal(value, runs[1]["best_state"][name]), name
+    assert runs[0]["checkpoint"].name == runs[1]["checkpoint"].name
+
+
+def test_online_augment_stores_no_images_and_a_rerun_trains_bit_for_bit(tmp_path, monkeypatch,
+                                                                         capsys):
+    """With augment.online the augment stage writes its index only; train_classifier makes
+    the rows from the split's images and augments each batch, seeded: two runs give the
+    same weights. An offline run's stored set left in the folder is refused by name."""
+    from pipeline.stages import augment as augment_stage
+
+    params_file = write_params(tmp_path / "params.yaml", epochs=1,
+                               augment={"online": True}, classifier={"input": "raw"})
+    argv = _stage_inputs(tmp_path, params_file)
+    (tmp_path / "aug" / "train_images.npy").unlink()
+    (tmp_path / "aug" / "train_index.csv").unlink()
+    monkeypatch.setattr(sys, "argv", [
+        "augment", "--split", str(tmp_path / "split.csv"), "--crops", str(tmp_path / "crops"),
+        "--sr", str(tmp_path / "no_sr"), "--out", str(tmp_path / "aug"), "--metrics",
+        str(tmp_path / "aug.json"), "--params", str(params_file)])
+    augment_stage.main()
+    assert sorted(p.name for p in (tmp_path / "aug").iterdir()) == ["train_index.csv"]
+    metrics = json.loads((tmp_path / "aug.json").read_text())
+    assert metrics["online"] and not metrics["images_stored"]
+    assert metrics["training_images"] == 16  # 8 + 8 training crops, already balanced
+    models = []
+    for run in ("first", "second"):
+        monkeypatch.setattr(sys, "argv", [a.replace(str(tmp_path / "out"), str(tmp_path / run))
+                                          for a in argv])
+        stage.main()
+        models.append(torch.load(tmp_path / run / "models" / "model.pt",
+                                 weights_only=True)["model"])
+    for name, value in models[0].items():
+        assert torch.equal(value, models[1][name]), name
+    save_array_atomic(tmp_path / "aug" / "train_images.npy",
+                      np.zeros((16, 1, 32, 32), np.uint16))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        stage.main()
+    assert "train_images.npy: augment ran with augment.online false" in capsys.readouterr().err

@@ -2,21 +2,31 @@
 
 The study balanced classes by oversampling the minority class with augmented copies;
 here that is done on the training split only. Validation and test crops are never
-augmented. With augment.online the stage writes the balanced, un-augmented set and
-the training loop augments every batch on the device instead.
+augmented. With augment.online nothing is stored: the augment stage writes which crop each
+training image is made from, and the training loop makes those images from the split's own
+and augments every batch on the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import kornia.augmentation as K
 import numpy as np
+import pandas as pd
 import torch
 
-from pipeline.classify.images import ClassifierImages, balanced_indices
-from pipeline.config import AugmentParams
+from pipeline.classify.images import (
+    ClassifierImages,
+    TrainingRowsFromSplit,
+    balanced_indices,
+    training_rows_from_index,
+)
+from pipeline.cli import PipelineError
+from pipeline.config import AugmentParams, Params
 from pipeline.data.images import to_uint16
+from pipeline.data.tensors import CacheRowsOnDisk
 
 # Images augmented (and made from the cache) at a time: bounded memory at any set size.
 AUGMENT_BATCH = 256
@@ -94,3 +104,33 @@ def make_training_set(images: ClassifierImages | torch.Tensor, labels: np.ndarra
         out[first:first + len(chunk)] = chunk
         first += len(chunk)
     return out, labels[source], source
+
+
+def open_training_set(params: Params, augmented: Path, crops_dir: Path, sr_dir: Path | None,
+                      device: torch.device | None = None
+                      ) -> tuple[CacheRowsOnDisk | TrainingRowsFromSplit, np.ndarray]:
+    """What the augment stage made, as the training loop reads it a batch at a time:
+    (rows, labels). Offline, the stored set (train_images.npy); online, the images its
+    index names, made from the split's own (augment stored none)."""
+    index_file, stored = augmented / "train_index.csv", augmented / "train_images.npy"
+    if not index_file.is_file():
+        raise PipelineError(f"{index_file}: missing; rerun augment")
+    index = pd.read_csv(index_file)
+    labels = index["label"].to_numpy(copy=True)  # a writable copy: it becomes a tensor
+    if params.augment.online:
+        if stored.exists():
+            raise PipelineError(f"{stored}: augment ran with augment.online false, this run "
+                                "augments online; rerun augment")
+        return training_rows_from_index(params, crops_dir, sr_dir,
+                                        index["crop_id"].astype(str).tolist(), device), labels
+    try:
+        rows = CacheRowsOnDisk(stored)
+    except FileNotFoundError:
+        raise PipelineError(f"{stored}: missing; rerun augment (or set augment.online "
+                            "true)") from None
+    except ValueError as exc:  # it names the file and what is wrong with it
+        raise PipelineError(str(exc)) from None
+    if len(rows) != len(labels):
+        raise PipelineError(f"{stored}: {len(rows)} images but {index_file} lists "
+                            f"{len(labels)}; rerun augment")
+    return rows, labels

@@ -1,11 +1,12 @@
 """Training batches gathered from one array, without a DataLoader.
 
-The training set is already one array (the augment stage's output: uint16 cache rows, read
-from disk a batch at a time by data.tensors.CacheRowsOnDisk, or a tensor in memory, made
-float32 a batch at a time), so a DataLoader only adds per-image indexing, collation and a
-host round trip per batch. Here the whole set sits on the GPU when it fits; otherwise each
-batch is gathered on the host, copied into pinned memory and sent without blocking. A batch
-is one indexed gather (one read of its rows from disk). The order is
+The training set is already one array (the augment stage's output: uint16 cache rows read
+from disk a batch at a time, or made from the split's images for online augmentation, by a
+data.tensors.CacheRowSource, or a tensor in memory; made float32 a batch at a time), so a
+DataLoader only adds per-image indexing, collation and a host round trip per batch. Here
+the whole set sits on the GPU when it fits; otherwise each batch is gathered on the host,
+copied into pinned memory and sent without blocking. A batch is one indexed gather (one
+read of its rows from disk). The order is
 DataLoader's own, draw for draw, so single-process runs before and after this module
 train on the same batches (tests/test_batches.py checks it against DataLoader).
 """
@@ -18,7 +19,7 @@ import math
 import torch
 from torch.utils.data import DistributedSampler
 
-from pipeline.data.tensors import CacheRowsOnDisk, rows_as_float
+from pipeline.data.tensors import CacheRowSource, rows_as_float
 from pipeline.runtime.placement import gather_rows, place
 
 
@@ -40,7 +41,7 @@ def dataloader_order(generator: torch.Generator, size: int) -> torch.Tensor:
 class TrainingBatches:
     """The training images and labels, where they live, and how an epoch is cut."""
 
-    images: torch.Tensor | CacheRowsOnDisk
+    images: torch.Tensor | CacheRowSource
     labels: torch.Tensor
     batch_size: int  # per process: batch_size / world_size under torchrun
     drop_last: bool
@@ -79,7 +80,7 @@ class TrainingBatches:
         return images, gather_rows(self.labels, indices, self.placement, device)
 
 
-def training_batches(images: torch.Tensor | CacheRowsOnDisk, labels: torch.Tensor,
+def training_batches(images: torch.Tensor | CacheRowSource, labels: torch.Tensor,
                      batch_size: int,
                      seed: int, device: torch.device, world_size: int = 1,
                      rank: int = 0, cache: bool | str = "auto") -> TrainingBatches:

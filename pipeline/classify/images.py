@@ -8,6 +8,7 @@ it would be 16 times the crops' bytes, and it is cheaper to recompute than to st
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ import torch
 from pipeline.classify.preprocess import preprocess_images
 from pipeline.cli import PipelineError
 from pipeline.config import Params, PreprocessParams, classifier_image_size
-from pipeline.data.images import read_stack
+from pipeline.data.images import read_stack, to_uint16
 from pipeline.data.tensors import (
+    CHUNK_ROWS,
+    CacheRowSource,
     bicubic_upscale,
     cache_rows,
     on_cache_grid,
@@ -99,6 +102,37 @@ class ClassifierImages:
         hashlib digest in place: a bytes copy of the stored rows would double them."""
         digest.update(byte_view(self.stored.numpy()))
         digest.update(f"{self.size}|{self.upscale}|{self.preprocess}".encode())
+
+
+class TrainingRowsFromSplit(CacheRowSource):
+    """The training set as images[source] (a split's images, the rows balancing repeats
+    drawn again), made as cache rows when a batch asks for them: what augment stored before
+    online augmentation, value for value, with no copy of it on disk or in memory. The loop
+    augments each batch (augment.online)."""
+
+    def __init__(self, images: ClassifierImages, source: np.ndarray):
+        self.images, self.source = images, np.asarray(source, dtype=np.int64)
+        self.shape = (len(self.source), *images.shape[1:])
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        positions = self.source[torch.as_tensor(indices).cpu().numpy()]
+        return cache_rows(to_uint16(self.images[positions].numpy()))
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for first in range(0, len(self.source), CHUNK_ROWS):
+            yield to_uint16(self.images[self.source[first:first + CHUNK_ROWS]].numpy())
+
+
+def training_rows_from_index(params: Params, crops_dir: Path, sr_dir: Path | None,
+                             crop_ids: list[str], device: torch.device | None = None
+                             ) -> TrainingRowsFromSplit:
+    """The training set augment's index (train_index.csv's crop_id column, a crop once per
+    row it makes) names, read from the split's images once per crop."""
+    unique = list(dict.fromkeys(crop_ids))
+    position = {crop_id: i for i, crop_id in enumerate(unique)}
+    images = load_classifier_images(params, params.classifier.input, crops_dir, sr_dir, unique,
+                                    device)
+    return TrainingRowsFromSplit(images, np.array([position[c] for c in crop_ids], np.int64))
 
 
 def load_classifier_images(params: Params, input_kind: str, crops_dir: Path, sr_dir: Path | None,

@@ -30,7 +30,7 @@ from pipeline.classify.images import ClassifierImages
 from pipeline.classify.inference import decide, predict_proba
 from pipeline.cli import PipelineError, console, progress
 from pipeline.config import ClassifierParams, Params
-from pipeline.data.tensors import CacheRowsOnDisk
+from pipeline.data.tensors import CacheRowSource
 from pipeline.io import byte_view, remove_stale_temporaries, save_torch_atomic
 from pipeline.runtime.checkpoints import checkpoint_path as checkpoint_file
 from pipeline.runtime.checkpoints import load_checkpoint
@@ -314,7 +314,7 @@ def final_metrics(setup: TrainingSetup, run: RunState, device: torch.device,
             "replica_weight_digests": replica_digests(setup.model, context)}
 
 
-def data_digest(train_images: torch.Tensor | CacheRowsOnDisk, train_labels: np.ndarray,
+def data_digest(train_images: torch.Tensor | CacheRowSource, train_labels: np.ndarray,
                 val_images: ClassifierImages | torch.Tensor) -> str:
     """sha256 of what a run trains and validates on, for the checkpoint's config: the
     training rows (read chunk by chunk when they are on disk), labels, and the validation
@@ -323,14 +323,14 @@ def data_digest(train_images: torch.Tensor | CacheRowsOnDisk, train_labels: np.n
     peak."""
     digest = hashlib.sha256()
     for part in (train_images, train_labels, val_images):
-        if isinstance(part, ClassifierImages | CacheRowsOnDisk):
+        if isinstance(part, ClassifierImages | CacheRowSource):
             part.add_to_digest(digest)
         else:
             digest.update(byte_view(part.numpy() if torch.is_tensor(part) else part))
     return digest.hexdigest()
 
 
-def train_classifier(backbone: str, train_images: torch.Tensor | CacheRowsOnDisk,
+def train_classifier(backbone: str, train_images: torch.Tensor | CacheRowSource,
                      train_labels: np.ndarray,
                      val_images: ClassifierImages, val_labels: np.ndarray, params: Params,
                      device: torch.device, checkpoint_dir: Path,
@@ -340,7 +340,8 @@ def train_classifier(backbone: str, train_images: torch.Tensor | CacheRowsOnDisk
     """Train with resume; return {best_state, curves, metrics} (best_state None if stopped).
 
     `train_images` are uint16 cache rows (data.tensors.cache_rows) in memory or on disk
-    (CacheRowsOnDisk), made float32 a batch at a time, or float32 images; `val_images` are
+    (data.tensors.CacheRowSource: rows on disk, or made from the split's images for online
+    augmentation), made float32 a batch at a time, or float32 images; `val_images` are
     made batch by batch as they are scored.
 
     Under torchrun (`context.enabled`) each rank trains on its shard of every epoch with

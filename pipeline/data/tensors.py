@@ -32,15 +32,51 @@ def cache_rows(stack: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(stack, dtype=np.uint16)).view(torch.int16)
 
 
-class CacheRowsOnDisk:
-    """A uint16 (N, 1, S, S) .npy file as cache rows (cache_rows) that stay on disk: indexing
-    with a tensor of positions reads those rows (NpyRows), so a stage holds a batch, not the
-    set. Stands in for the cache_rows tensor where a training set is gathered from: len,
-    shape, device, nbytes, rows[indices], and .to(a GPU) for a set cached on the device."""
+class CacheRowSource:
+    """Cache rows (cache_rows: uint16 values in int16) that a stage gathers a training batch
+    from without holding the set: len, shape, nbytes, device (the CPU), rows[indices], its
+    rows chunk by chunk, and .to(a GPU) for a set cached on the device. A subclass gives
+    `shape`, `__getitem__` and `chunks`."""
 
     device = torch.device("cpu")
     is_cuda = False
     dtype = torch.int16
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * 2
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The rows in order as uint16 arrays, CHUNK_ROWS at a time."""
+        raise NotImplementedError
+
+    def add_to_digest(self, digest) -> None:
+        """The rows' bytes fed to a hashlib digest chunk by chunk: the digest of the array
+        in memory, without holding it."""
+        for chunk in self.chunks():
+            digest.update(byte_view(chunk))
+
+    def to(self, device: torch.device) -> torch.Tensor:
+        """The whole set as one cache_rows tensor on `device`, made chunk by chunk."""
+        out = torch.empty(self.shape, dtype=torch.int16, device=device)
+        first = 0
+        for chunk in self.chunks():
+            out[first:first + len(chunk)] = cache_rows(chunk).to(device)
+            first += len(chunk)
+        return out
+
+
+class CacheRowsOnDisk(CacheRowSource):
+    """A uint16 (N, 1, S, S) .npy file as cache rows that stay on disk: indexing with a
+    tensor of positions reads those rows (NpyRows), so a stage holds a batch, not the set."""
 
     def __init__(self, path: str | Path):
         self.rows = NpyRows(path)
@@ -48,37 +84,15 @@ class CacheRowsOnDisk:
             raise ValueError(f"{path}: expected (N, 1, S, S) uint16 cache rows, found "
                              f"{self.rows.dtype} {self.rows.shape}")
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     @property
     def shape(self) -> tuple[int, ...]:
         return self.rows.shape
-
-    @property
-    def nbytes(self) -> int:
-        return self.rows.nbytes
 
     def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
         return cache_rows(self.rows.read(torch.as_tensor(indices).cpu().numpy()))
 
     def chunks(self) -> Iterator[np.ndarray]:
         return self.rows.chunks(CHUNK_ROWS)
-
-    def add_to_digest(self, digest) -> None:
-        """The stored bytes fed to a hashlib digest chunk by chunk: the digest of the array
-        in memory, without holding it."""
-        for chunk in self.chunks():
-            digest.update(byte_view(chunk))
-
-    def to(self, device: torch.device) -> torch.Tensor:
-        """The whole set as one cache_rows tensor on `device`, read chunk by chunk."""
-        out = torch.empty(self.shape, dtype=torch.int16, device=device)
-        first = 0
-        for chunk in self.chunks():
-            out[first:first + len(chunk)] = cache_rows(chunk).to(device)
-            first += len(chunk)
-        return out
 
 
 def rows_as_float(rows: torch.Tensor) -> torch.Tensor:

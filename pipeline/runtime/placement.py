@@ -28,11 +28,12 @@ def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
 
 def place(tensors: list[torch.Tensor], device: torch.device, cache: bool | str = "auto"
           ) -> tuple[list[torch.Tensor], str]:
-    """The tensors (or rows on disk, data.tensors.CacheRowsOnDisk: read whole onto the GPU,
-    else a batch at a time) all on the GPU when together they take under DEVICE_SHARE of its
-    free memory, else all on the host (batches then go through pinned memory); on a CPU, as
-    they are. `cache` true or false overrides the rule (classifier.cache_on_device). One
-    decision for all, so rows of one batch never live on two devices."""
+    """The tensors (or a data.tensors.CacheRowSource, rows on disk or made per batch: made
+    whole on the GPU, else a batch at a time) all on the GPU when together they take under
+    DEVICE_SHARE of its free memory, else all on the host (batches then go through pinned
+    memory); on a CPU, as they are. `cache` true or false overrides the rule
+    (classifier.cache_on_device). One decision for all, so rows of one batch never live on
+    two devices."""
     if device.type != "cuda":
         return tensors, "host"
     free, _ = torch.cuda.mem_get_info(device)

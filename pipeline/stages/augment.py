@@ -2,8 +2,9 @@
 
 The study balanced classes by oversampling the minority class with augmented copies;
 here that is done on the training split only. Validation and test crops are never
-augmented. With augment.online the stage writes the balanced, un-augmented set and
-the training loop augments every batch on the device instead.
+augmented. With augment.online the stage stores no images: it writes which crop each
+training image is made from (train_index.csv), and train_classifier makes those images
+from the split's own and augments every batch on the device.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.io import (
     write_rows_atomic,
 )
 from pipeline.runtime.device import resolve_device
+from pipeline.runtime.memory import release_freed_memory_at_once
 
 
 @stage_main
@@ -35,25 +37,35 @@ def main() -> None:
     params = load_params(args.params)
     device = resolve_device(params.device, params.runtime.threads)
     train = split_subset(read_crop_table(args.split), "train")
-    images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
-                                    train["crop_id"].tolist(), device)
     labels = train["label"].to_numpy()
     source = training_sources(labels, params.augment, params.seed)
     out_labels = labels[source]
-    # written chunk by chunk as it is made: the stage never holds the augmented set
-    write_rows_atomic(args.out / "train_images.npy", (len(source), *images.shape[1:]),
-                      "uint16", training_set_chunks(images, source, params.augment,
-                                                    params.seed, device))
+    stored = args.out / "train_images.npy"
+    if params.augment.online:  # the index is the training set; nothing to store
+        stored.unlink(missing_ok=True)  # an offline run's set, outside DVC
+    else:
+        # Kornia's intermediates are freed at once, not kept by the allocator: the stage's
+        # peak is then the split plus one chunk's working memory at any set size.
+        release_freed_memory_at_once()
+        images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
+                                        train["crop_id"].tolist(), device)
+        # written chunk by chunk as it is made: the stage never holds the augmented set
+        write_rows_atomic(stored, (len(source), *images.shape[1:]), "uint16",
+                          training_set_chunks(images, source, params.augment, params.seed,
+                                              device))
     write_csv_atomic(args.out / "train_index.csv", pd.DataFrame({
         "crop_id": train["crop_id"].to_numpy()[source], "group": train["group"].to_numpy()[source],
         "label": out_labels}))
     metrics = {"input": params.classifier.input, "source_crops": len(train),
                "training_images": len(source), "positives": int(out_labels.sum()),
                "negatives": int(len(out_labels) - out_labels.sum()),
-               "online": params.augment.online, "bytes_written": bytes_under(args.out)}
+               "online": params.augment.online, "images_stored": not params.augment.online,
+               "bytes_written": bytes_under(args.out)}
     write_json_atomic(args.metrics, metrics)
     write_environment(args.environment, device)
-    console.print(f"augment: {len(train)} crops -> {len(source)} training images on {device}")
+    made = "indexed, augmented per batch in training" if params.augment.online else "stored"
+    console.print(f"augment: {len(train)} crops -> {len(source)} training images ({made}) "
+                  f"on {device}")
 
 
 if __name__ == "__main__":

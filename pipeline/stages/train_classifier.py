@@ -11,12 +11,12 @@ import dataclasses
 
 import pandas as pd
 
+from pipeline.classify.augment import open_training_set
 from pipeline.classify.images import load_classifier_images
 from pipeline.classify.training import batch_progress, train_classifier
 from pipeline.cli import PipelineError, console, stage_main, stage_parser
 from pipeline.config import classifier_image_size, load_params, seed_runs
 from pipeline.data.split import split_subset
-from pipeline.data.tensors import CacheRowsOnDisk
 from pipeline.environment import write_environment
 from pipeline.io import read_crop_table, save_torch_atomic, write_csv_atomic, write_json_atomic
 from pipeline.runtime.checkpoints import prepare_checkpoint_dir
@@ -37,18 +37,11 @@ def main() -> None:
         raise PipelineError(f"backbone {args.backbone!r} is not in classifier.backbones")
     run_under_torchrun(params.distributed.nproc, __spec__.name)
     context, device = init_distributed(resolve_device(params.device, params.runtime.threads))
-    # Arrays from np.load and pandas' .to_numpy() may be read-only, which torch.from_numpy
-    # warns about: every array that becomes a tensor here is a writable copy.
-    # uint16 rows read from disk a batch at a time (or copied to the GPU when they fit
-    # there), made float32 a batch at a time: the stage never holds the training set.
-    training_set = args.augmented / "train_images.npy"
-    try:
-        train_images = CacheRowsOnDisk(training_set)
-    except FileNotFoundError:
-        raise PipelineError(f"{training_set}: missing; rerun augment") from None
-    except ValueError as exc:  # it names the file and what is wrong with it
-        raise PipelineError(str(exc)) from None
-    train_labels = pd.read_csv(args.augmented / "train_index.csv")["label"].to_numpy(copy=True)
+    # uint16 rows read from disk (or made from the split's images when augmentation is
+    # online) a batch at a time, or copied to the GPU when they fit there, made float32 a
+    # batch at a time: the stage never holds the training set.
+    train_images, train_labels = open_training_set(params, args.augmented, args.crops, args.sr,
+                                                   device)
     val = split_subset(read_crop_table(args.split), "val")
     val_images = load_classifier_images(params, params.classifier.input, args.crops, args.sr,
                                         val["crop_id"].tolist(), device)
