@@ -231,8 +231,12 @@ def _toy_data(n=48, size=32, seed=0):
     return images.clamp(0, 1), labels.numpy()
 
 
-def test_training_learns_and_resume_matches_uninterrupted(params, tmp_path):
-    p = dataclasses.replace(params, epochs=3, lr=0.003, batch_size=8)
+@pytest.mark.parametrize("online", [False, True])
+def test_training_learns_and_resume_matches_uninterrupted(params, tmp_path, online):
+    """Online, Kornia draws from torch's generator each batch: the checkpoint's RNG state
+    makes a resumed run draw what the uninterrupted one drew."""
+    p = dataclasses.replace(params, epochs=3, lr=0.003, batch_size=8,
+                            augment=dataclasses.replace(params.augment, online=online))
     images, labels = _toy_data()
     val_images, val_labels = _toy_data(24, seed=1)
     args = ("mobilenet_v3_small", images, labels, val_images, val_labels, p,

@@ -90,3 +90,26 @@ def test_crossval_never_reads_sr_images():
     assert folder == Path("data/ingested/crops")  # bicubic is made from the crops at load
     with pytest.raises(PipelineError, match="reads no SR images"):
         image_folder("sr", Path("data/ingested/crops"), None)
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_a_folds_training_set_is_the_one_augment_would_store(params, online):
+    """Offline a fold holds its augmented set; online it makes the same rows augment would
+    have stored, un-augmented, per batch (TrainingRowsFromSplit) and holds none of them."""
+    import dataclasses
+
+    from pipeline.classify.augment import make_training_set
+    from pipeline.classify.crossval import fold_training_set
+    from pipeline.classify.images import ClassifierImages, TrainingRowsFromSplit
+    from pipeline.data.tensors import cache_rows
+
+    params = dataclasses.replace(params, augment=dataclasses.replace(params.augment,
+                                                                     online=online))
+    stored = np.random.default_rng(2).integers(0, 65535, (10, 1, 16, 16), dtype=np.uint16)
+    images, labels = ClassifierImages(stored, 16), np.array([1] * 7 + [0] * 3)
+    rows, out_labels = fold_training_set(images, labels, params, 9, torch.device("cpu"))
+    expected, expected_labels, _ = make_training_set(images, labels, params.augment, 9,
+                                                     torch.device("cpu"))
+    assert isinstance(rows, TrainingRowsFromSplit) == online
+    assert torch.equal(rows[torch.arange(len(rows))], cache_rows(expected))
+    np.testing.assert_array_equal(out_labels, expected_labels)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.classify.augment import make_training_set
-from pipeline.classify.images import load_classifier_images
+from pipeline.classify.augment import make_training_set, training_sources
+from pipeline.classify.images import ClassifierImages, TrainingRowsFromSplit, load_classifier_images
 from pipeline.classify.inference import score_split, validation_thresholds
 from pipeline.classify.training import train_classifier
 from pipeline.config import Params
@@ -37,6 +37,19 @@ def crossval_input(input_kind: str) -> str:
     return "bicubic" if input_kind == "sr" else input_kind
 
 
+def fold_training_set(images: ClassifierImages, labels: np.ndarray, params: Params, seed: int,
+                      device: torch.device) -> tuple[torch.Tensor | TrainingRowsFromSplit,
+                                                     np.ndarray]:
+    """A fold's training set as the augment stage would make it: augmented and held as
+    uint16 rows, or with augment.online made per batch from the fold's images (the loop
+    augments), the same rows without holding them."""
+    if params.augment.online:
+        source = training_sources(labels, params.augment, seed)
+        return TrainingRowsFromSplit(images, source), labels[source]
+    rows, out_labels, _ = make_training_set(images, labels, params.augment, seed, device)
+    return cache_rows(rows), out_labels
+
+
 def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Path,
              params: Params, device: torch.device, checkpoint_dir: Path) -> dict:
     assignment = fold_assignment(split_frame, fold, params.split.val_fraction, params.seed)
@@ -47,10 +60,9 @@ def run_fold(backbone: str, fold: int, split_frame: pd.DataFrame, crops_dir: Pat
     images = {name: load_classifier_images(params, input_kind, crops_dir, None,
                                            part["crop_id"].tolist(), device)
               for name, part in parts.items()}
-    train_images, train_labels, _ = make_training_set(
-        images["train"], parts["train"]["label"].to_numpy(), params.augment,
-        params.seed + fold, device)
-    result = train_classifier(backbone, cache_rows(train_images), train_labels, images["val"],
+    train_rows, train_labels = fold_training_set(
+        images["train"], parts["train"]["label"].to_numpy(), params, params.seed + fold, device)
+    result = train_classifier(backbone, train_rows, train_labels, images["val"],
                               parts["val"]["label"].to_numpy(), params, device,
                               checkpoint_dir / f"{backbone}-fold{fold}")
     model = result["model"]
