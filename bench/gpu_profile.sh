@@ -71,7 +71,7 @@ fi
 timeout 330 python -m pipeline.tools.run_demo --timeline "$OUT/timeline.csv" -- exp run $PROFILE $DATA \
     2>&1 | tee "$OUT/repro.log" | grep -v "━"
 # shellcheck disable=SC2086
-timeout 60 python bench/bench_training_loop.py $LOOP_ARGS 2>&1 | grep -v "━" | tee "$OUT/loop.txt"
+timeout 90 python bench/bench_training_loop.py $LOOP_ARGS 2>&1 | grep -v "━" | tee "$OUT/loop.txt"
 # shellcheck disable=SC2086
 timeout 60 python bench/bench_sr_training.py $SR_ARGS 2>&1 | grep -v "━" | tee "$OUT/sr.txt"
 [ -n "$SAMPLER" ] && kill "$SAMPLER"

@@ -233,6 +233,8 @@ def test_online_rows_made_from_the_split_train_exactly_as_the_stored_balanced_se
     assert made.shape == old_rows.shape and made.nbytes == old_rows.nbytes
     picks = torch.tensor([31, 0, 17, 17, 5])
     assert torch.equal(made[picks], cache_rows(old_rows)[picks])
+    # what a GPU run caches on the device when the set fits (made chunk by chunk)
+    assert torch.equal(made.to(torch.device("cpu")), cache_rows(old_rows))
     assert data_digest(made, old_labels, val_images) == \
         data_digest(cache_rows(old_rows), old_labels, val_images)
     runs = [train_classifier("mobilenet_v3_small", rows, old_labels, val_images, val_labels,
@@ -247,14 +249,14 @@ def test_online_augment_stores_no_images_and_a_rerun_trains_bit_for_bit(tmp_path
                                                                          capsys):
     """With augment.online the augment stage writes its index only; train_classifier makes
     the rows from the split's images and augments each batch, seeded: two runs give the
-    same weights. An offline run's stored set left in the folder is refused by name."""
+    same weights. augment removes an offline run's stored set left in its folder (outside
+    DVC, which empties outs first); train_classifier refuses one by name."""
     from pipeline.stages import augment as augment_stage
 
     params_file = write_params(tmp_path / "params.yaml", epochs=1,
                                augment={"online": True}, classifier={"input": "raw"})
     argv = _stage_inputs(tmp_path, params_file)
-    (tmp_path / "aug" / "train_images.npy").unlink()
-    (tmp_path / "aug" / "train_index.csv").unlink()
+    (tmp_path / "aug" / "train_index.csv").unlink()  # an offline run's set stays: removed
     monkeypatch.setattr(sys, "argv", [
         "augment", "--split", str(tmp_path / "split.csv"), "--crops", str(tmp_path / "crops"),
         "--sr", str(tmp_path / "no_sr"), "--out", str(tmp_path / "aug"), "--metrics",

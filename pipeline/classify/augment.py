@@ -14,7 +14,6 @@ from pathlib import Path
 
 import kornia.augmentation as K
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline.classify.images import (
@@ -27,6 +26,7 @@ from pipeline.cli import PipelineError
 from pipeline.config import AugmentParams, Params
 from pipeline.data.images import to_uint16
 from pipeline.data.tensors import CacheRowsOnDisk
+from pipeline.io import read_crop_table
 
 # Images augmented (and made from the cache) at a time: bounded memory at any set size.
 AUGMENT_BATCH = 256
@@ -94,8 +94,9 @@ def make_training_set(images: ClassifierImages | torch.Tensor, labels: np.ndarra
                       params: AugmentParams, seed: int, device: torch.device
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Balanced (optional), `copies`-fold augmented training set as uint16 cache rows in
-    memory: (images (N, 1, S, S) uint16, labels, source). Cross-validation's folds use it;
-    the augment stage writes training_set_chunks to disk instead."""
+    memory: (images (N, 1, S, S) uint16, labels, source). Cross-validation's folds use it
+    offline (online they make their rows per batch, crossval.fold_training_set); the augment
+    stage writes training_set_chunks to disk instead."""
     source = training_sources(labels, params, seed)
     size = images.shape[-1]
     out = np.empty((len(source), 1, size, size), np.uint16)
@@ -115,19 +116,21 @@ def open_training_set(params: Params, augmented: Path, crops_dir: Path, sr_dir: 
     index_file, stored = augmented / "train_index.csv", augmented / "train_images.npy"
     if not index_file.is_file():
         raise PipelineError(f"{index_file}: missing; rerun augment")
-    index = pd.read_csv(index_file)
+    index = read_crop_table(index_file)
     labels = index["label"].to_numpy(copy=True)  # a writable copy: it becomes a tensor
     if params.augment.online:
         if stored.exists():
             raise PipelineError(f"{stored}: augment ran with augment.online false, this run "
                                 "augments online; rerun augment")
-        return training_rows_from_index(params, crops_dir, sr_dir,
-                                        index["crop_id"].astype(str).tolist(), device), labels
+        # Made on the host, a batch ahead of the device: making them on a GPU would wait
+        # for it twice per step (the rows back to the host, then into pinned memory).
+        return training_rows_from_index(params, crops_dir, sr_dir, index["crop_id"].tolist(),
+                                        torch.device("cpu")), labels
     try:
         rows = CacheRowsOnDisk(stored)
     except FileNotFoundError:
-        raise PipelineError(f"{stored}: missing; rerun augment (or set augment.online "
-                            "true)") from None
+        raise PipelineError(f"{stored}: missing; rerun augment (with augment.online true "
+                            "it stores none)") from None
     except ValueError as exc:  # it names the file and what is wrong with it
         raise PipelineError(str(exc)) from None
     if len(rows) != len(labels):

@@ -6,9 +6,9 @@ data.tensors.CacheRowSource, or a tensor in memory; made float32 a batch at a ti
 DataLoader only adds per-image indexing, collation and a host round trip per batch. Here
 the whole set sits on the GPU when it fits; otherwise each batch is gathered on the host,
 copied into pinned memory and sent without blocking. A batch is one indexed gather (one
-read of its rows from disk). The order is
-DataLoader's own, draw for draw, so single-process runs before and after this module
-train on the same batches (tests/test_batches.py checks it against DataLoader).
+read of its rows from disk, or one making of them). The order is DataLoader's own, draw
+for draw, so single-process runs before and after this module train on the same batches
+(tests/test_batches.py checks it against DataLoader).
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from pipeline.runtime.memory import release_freed_memory_at_once
 @stage_main
 def main() -> None:
     parser = stage_parser(__doc__, "split", "crops", ("sr", "sr_infer output folder"),
-                          ("out", "folder for the training set (train_images.npy, "
-                                  "train_index.csv)"), "metrics", environment=True)
+                          ("out", "folder for the training set (train_index.csv; "
+                                  "train_images.npy unless augment.online)"), "metrics",
+                          environment=True)
     args = parser.parse_args()
     params = load_params(args.params)
     device = resolve_device(params.device, params.runtime.threads)

@@ -26,8 +26,9 @@ from pipeline.runtime.distributed import init_distributed, run_under_torchrun, s
 
 @stage_main
 def main() -> None:
-    parser = stage_parser(__doc__, ("augmented", "augment's folder (train_images.npy, "
-                                                 "train_index.csv)"), "split", "crops", "sr",
+    parser = stage_parser(__doc__, ("augmented", "augment's folder (train_index.csv; "
+                                                 "train_images.npy unless augment.online)"),
+                          "split", "crops", "sr",
                           ("model-dir", "folder for model.pt (first seed) and model_seed<s>.pt"),
                           "checkpoints", "metrics", "curves", environment=True)
     parser.add_argument("--backbone", required=True, help="one of classifier.backbones")
