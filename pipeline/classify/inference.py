@@ -32,13 +32,15 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device, 
     """P(positive) per image."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    out = []
+    # One tensor written batch by batch: a list of each batch's small tensors kept the heap
+    # around them growing with the split (see training.train_one_epoch).
+    out = torch.empty(len(images))
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch].to(device, non_blocking=True)
         with autocast_for(device, precision):
             logits = model(chunk.contiguous(memory_format=memory_format))
-        out.append(torch.softmax(logits.float(), 1)[:, 1].cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+        out[start:start + len(chunk)] = torch.softmax(logits.float(), 1)[:, 1].cpu()
+    return out.numpy() if len(images) else np.zeros(0)
 
 
 def load_trained(path: Path, backbone: str) -> nn.Module:
