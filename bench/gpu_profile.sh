@@ -46,7 +46,8 @@ DATA="-S data.raw_dir=$CROPS -S data.positive=$POSITIVE"
 LOOP_ARGS="--device auto --size 224 --batch 64 --steps 30 --precision bf16"
 SR_ARGS="--device auto --feat 64 --blocks 23 --grow 32 --batch 16 --patch 128 --iters 30 --precision bf16"
 if [ "${GPU_PROFILE_DRY:-0}" = 1 ]; then  # same commands, toy sizes
-    DATA="$DATA -S data.crop_size=32 -S sr.num_feat=8 -S sr.num_block=1 -S sr.num_grow_ch=8
+    # the crops keep their size on disk; ingest resizes them to the toy 32 px
+    DATA="$DATA -S data.crop_size=32 -S data.on_size_mismatch=resize -S sr.num_feat=8 -S sr.num_block=1 -S sr.num_grow_ch=8
           -S sr.hr_patch=32 -S sr.discriminator=unet -S sr.iters_psnr=4 -S sr.iters_gan=2
           -S sr.val_every=2 -S sr.checkpoint_every=2 -S sr.precision=fp32
           -S classifier.image_size=32 -S classifier.precision=fp32 -S epochs=1
@@ -70,6 +71,8 @@ fi
 # shellcheck disable=SC2086  # PROFILE and DATA are lists of -S arguments
 timeout 330 python -m pipeline.tools.run_demo --timeline "$OUT/timeline.csv" -- exp run $PROFILE $DATA \
     2>&1 | tee "$OUT/repro.log" | grep -v "━"
+DAG_STATUS=${PIPESTATUS[0]}  # a failed stage must show in the table, not only in repro.log
+echo "$DAG_STATUS" > "$OUT/dag_exit_status"
 # shellcheck disable=SC2086
 timeout 90 python bench/bench_training_loop.py $LOOP_ARGS 2>&1 | grep -v "━" | tee "$OUT/loop.txt"
 # shellcheck disable=SC2086
@@ -79,3 +82,4 @@ for stage in reports/train/*/metrics.json reports/sr/metrics.json; do
     [ -f "$stage" ] && echo "$stage: $(cat "$stage")"
 done > "$OUT/stage_metrics.txt"
 python "$REPO/bench/gpu_profile_table.py" "$OUT"
+exit "$DAG_STATUS"

@@ -72,8 +72,12 @@ def main() -> None:
     table = stage_table(timeline, samples)
     gpu = args.out / "gpu.txt"
     machine = gpu.read_text().strip() if gpu.is_file() else "no nvidia-smi: a dry run"
-    text = [f"# GPU profile ({machine})", "",
-            table.to_markdown(index=False), "", *summary(timeline, samples), ""]
+    text = [f"# GPU profile ({machine})", ""]
+    status = args.out / "dag_exit_status"
+    if status.is_file() and status.read_text().strip() != "0":
+        text += [f"**The DAG failed (exit status {status.read_text().strip()}): the table "
+                 "stops at the stage that failed; its error is at the end of repro.log.**", ""]
+    text += [table.to_markdown(index=False), "", *summary(timeline, samples), ""]
     for name in ("loop.txt", "sr.txt"):
         path = args.out / name
         if path.is_file():
