@@ -73,10 +73,11 @@ def main() -> None:
     gpu = args.out / "gpu.txt"
     machine = gpu.read_text().strip() if gpu.is_file() else "no nvidia-smi: a dry run"
     text = [f"# GPU profile ({machine})", ""]
-    status = args.out / "dag_exit_status"
-    if status.is_file() and status.read_text().strip() != "0":
-        text += [f"**The DAG failed (exit status {status.read_text().strip()}): the table "
-                 "stops at the stage that failed; its error is at the end of repro.log.**", ""]
+    status_file = args.out / "dag_exit_status"
+    status = status_file.read_text().strip() if status_file.is_file() else "0"
+    if status != "0":
+        text += [f"**The DAG failed (exit status {status}): the table stops at the stage "
+                 "that failed; its error is at the end of repro.log.**", ""]
     text += [table.to_markdown(index=False), "", *summary(timeline, samples), ""]
     for name in ("loop.txt", "sr.txt"):
         path = args.out / name
