@@ -1,13 +1,15 @@
 """The classifier's training loop now against the loop at an earlier commit, in one process,
-alternated round by round, each against the bare loop timed just before and after it.
+alternated round by round, each round against the bare loop timed at its start and end.
 
 Why one process and rounds: on a shared machine the same code's images/s moves by 20% from
-one run to the next (here, 2026-12-06: a ratio of 0.83 in one run, 1.04 in the next), more
-than the change to be judged. Two bench runs in two processes compare two moments of the
-machine. Here every round times the bare loop, the loop at `--revision` and the loop now (its
-sets of uint16 rows in memory, from disk, and made and augmented per batch), in an order that
-turns each round, then the bare loop again; each ratio divides by the mean of the two bare
-timings around it, and the paired line divides now by then within each round.
+one run to the next (on 2026-12-06 here, six runs of bench_training_loop.py's unchanged bare
+loop spanned 23.6-32.4 img/s), more than the change to be judged; two bench runs in two
+processes compare two moments of the machine. Here every round times the bare loop, the loop
+at `--revision` and the loop now (its sets of uint16 rows in memory, from disk, and made and
+augmented per batch), in an order that turns each round, then the bare loop again. Each
+ratio divides by the mean of the round's two bare timings; the paired column divides now by
+then within each round. A round count that is a multiple of the four loops puts each of them
+in each place equally often.
 
 The revision's pipeline/, bench/ and params.yaml are exported (git archive) to a temporary
 folder, its package renamed `pipeline_at_<revision>` so that both load side by side, and its
@@ -15,7 +17,7 @@ loop is run by that commit's own bench_training_loop.in_pipeline (backbone, devi
 size, batch, steps), as its bench ran it. Both use models/ of this checkout: the script stops
 if models/ differs between the revision and the checkout.
 
-    python bench/bench_loop_against_revision.py [--revision 0323bde] [--rounds 7]
+    python bench/bench_loop_against_revision.py [--revision 0323bde] [--rounds 8]
         [--backbone mobilenet_v3_large] [--size 128] [--batch 16] [--steps 12]
         [--device auto] [--precision auto]
 
@@ -78,6 +80,10 @@ def export_revision(revision: str, into: Path) -> tuple[str, ModuleType]:
                                                   into / "bench" / "bench_training_loop.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # An import the rename missed would time this checkout's loop under the revision's name.
+    if module.train_classifier.__module__ != f"{package}.classify.training":
+        sys.exit(f"{short}'s bench imports train_classifier from "
+                 f"{module.train_classifier.__module__}, not from its own exported package")
     return short, module
 
 
@@ -90,7 +96,7 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=first_line(__doc__))
     parser.add_argument("--revision", default="0323bde")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--backbone", default="mobilenet_v3_large")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
@@ -112,6 +118,9 @@ def main() -> None:
             loops[source] = (lambda s=source: in_pipeline(args.backbone, device, precision,
                                                           *shape, s))
         names = list(loops)
+        if args.rounds % len(names):
+            console.print(f"[yellow]{args.rounds} rounds over {len(names)} loops: some loops "
+                          "run first or last more often than others[/]")
         ratios: dict[str, list[float]] = {name: [] for name in names}
         paired: dict[str, list[float]] = {source: [] for source in SOURCES}
         bare_timings: list[float] = []
