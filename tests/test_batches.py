@@ -13,6 +13,7 @@ from pipeline.classify.batches import training_batches
 from pipeline.classify.training import throughput
 from pipeline.data.tensors import CacheRowsOnDisk, cache_rows
 from pipeline.io import NpyRows, save_array_atomic
+from pipeline.runtime.placement import DEVICE_SHARE, caches_on_device
 
 
 @pytest.mark.parametrize("size,batch_size", [(24, 5), (24, 8), (7, 16), (100, 32)])
@@ -141,3 +142,17 @@ def test_rows_on_disk_are_read_in_any_order_and_refuse_what_is_not_a_plain_array
     np.save(tmp_path / "float.npy", np.zeros((2, 1, 4, 4), np.float32))
     with pytest.raises(ValueError, match="uint16 cache rows"):
         CacheRowsOnDisk(tmp_path / "float.npy")
+
+
+@pytest.mark.parametrize("nbytes,cache,on_device", [
+    (29, "auto", True),    # under 30% of the 100 bytes free
+    (30, "auto", False),   # at the share: streamed, the rest is the model's
+    (10 ** 9, True, True),  # asked for, whatever the size
+    (1, False, False),      # asked not to, however small
+])
+def test_training_images_go_on_the_gpu_only_within_their_share_of_free_memory(
+        nbytes, cache, on_device):
+    """classifier.cache_on_device: auto caches the training set on the GPU only when it
+    takes under DEVICE_SHARE of the free memory (issue 30), true and false as set."""
+    assert DEVICE_SHARE == 0.3  # the share the README and docs state
+    assert caches_on_device(nbytes, 100, cache) is on_device

@@ -26,6 +26,14 @@ def gather_rows(tensor: torch.Tensor, indices: torch.Tensor, placement: str,
     return rows.to(device, non_blocking=True)
 
 
+def caches_on_device(nbytes: int, free_bytes: int, cache: bool | str) -> bool:
+    """classifier.cache_on_device's rule: true or false as set; auto when `nbytes` take
+    under DEVICE_SHARE of the GPU's `free_bytes`."""
+    if isinstance(cache, bool):
+        return cache
+    return nbytes < DEVICE_SHARE * free_bytes
+
+
 def place(tensors: list[torch.Tensor], device: torch.device, cache: bool | str = "auto"
           ) -> tuple[list[torch.Tensor], str]:
     """The tensors (or a data.tensors.CacheRowSource, rows on disk or made per batch: made
@@ -37,7 +45,6 @@ def place(tensors: list[torch.Tensor], device: torch.device, cache: bool | str =
     if device.type != "cuda":
         return tensors, "host"
     free, _ = torch.cuda.mem_get_info(device)
-    fits = sum(t.nbytes for t in tensors) < DEVICE_SHARE * free
-    if cache is True or (cache == "auto" and fits):
+    if caches_on_device(sum(t.nbytes for t in tensors), free, cache):
         return [t.to(device) for t in tensors], "device"
     return tensors, "host, batches pinned"
