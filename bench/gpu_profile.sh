@@ -48,7 +48,8 @@ SR_ARGS="--device auto --feat 64 --blocks 23 --grow 32 --batch 16 --patch 128 --
 if [ "${GPU_PROFILE_DRY:-0}" = 1 ]; then  # same commands, toy sizes
     # the crops keep their size on disk; ingest resizes them to the toy 32 px
     DATA="$DATA -S data.crop_size=32 -S data.on_size_mismatch=resize
-          -S sr.num_feat=8 -S sr.num_block=1 -S sr.num_grow_ch=8 -S sr.hr_patch=32 -S sr.discriminator=unet -S sr.iters_psnr=4 -S sr.iters_gan=2
+          -S sr.num_feat=8 -S sr.num_block=1 -S sr.num_grow_ch=8 -S sr.hr_patch=32
+          -S sr.discriminator=unet -S sr.iters_psnr=4 -S sr.iters_gan=2
           -S sr.val_every=2 -S sr.checkpoint_every=2 -S sr.precision=fp32
           -S classifier.image_size=32 -S classifier.precision=fp32 -S epochs=1
           -S sr.patches_per_crop=1 -S sr.disc_feat=8 -S sr.batch_size=2 -S batch_size=8
